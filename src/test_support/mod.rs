@@ -1,0 +1,1 @@
+//! Builders for Envoy resources used by tests and examples.
