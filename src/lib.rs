@@ -7,4 +7,6 @@
 /// The Envoy API message types and generated gRPC stubs this crate speaks.
 pub use envoy_types;
 
+pub mod cache;
+pub mod resource;
 pub mod test_support;

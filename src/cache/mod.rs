@@ -1,0 +1,80 @@
+//! Caches that answer the watches of xDS streams: the per-node
+//! [`SnapshotCache`] and the [`Cache`] trait any other cache implements to
+//! plug into the same server.
+
+mod consistency;
+mod encoded;
+mod node_hash;
+mod snapshot;
+mod snapshot_cache;
+mod sotw_response;
+mod status;
+mod subscription;
+mod watch;
+
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+
+pub use consistency::{ConsistencyError, Inconsistency};
+pub use encoded::EncodedResource;
+pub use node_hash::{IdHash, NodeHash};
+pub use snapshot::{Snapshot, SnapshotBuilder, SnapshotError, TypeResources};
+pub use snapshot_cache::SnapshotCache;
+pub use status::StatusInfo;
+pub use subscription::{ReturnedResources, Subscription, WILDCARD};
+pub use watch::{ResponseQueue, ResponseSink, SotwResponse, WatchHandle, WatchRequest};
+
+/// Errors a cache reports when opening a watch; the stream ends with them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CacheError {
+    /// The cache does not serve this type URL.
+    #[error("type {0:?} is not served by this cache")]
+    UnsupportedType(String),
+    /// The request cannot be routed to a cache.
+    #[error("no cache for this request: {0}")]
+    NoRoute(String),
+}
+
+/// Why a one-off fetch returned no resources.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// No snapshot is set for the node key.
+    #[error("no snapshot for node {0:?}")]
+    NoSnapshot(String),
+    /// The client already has the current version.
+    #[error("version is up to date")]
+    UpToDate,
+    /// The type URL is not one the cache holds.
+    #[error("type {0:?} is not served by this cache")]
+    UnknownType(String),
+}
+
+/// A source of configuration the xDS server can serve from.
+///
+/// [`SnapshotCache`] is one; implement it to plug in another.
+pub trait Cache: Send + Sync + 'static {
+    /// Opens a watch: the cache answers it through `sink` at most once, now
+    /// or when its data changes. Dropping the returned handle cancels it.
+    /// Must not block.
+    fn create_watch(
+        &self,
+        request: WatchRequest,
+        sink: ResponseSink<SotwResponse>,
+    ) -> Result<WatchHandle, CacheError>;
+
+    /// Answers a one-off request (REST or unary `Fetch*`).
+    fn fetch(&self, request: &DiscoveryRequest) -> Result<SotwResponse, FetchError>;
+}
+
+impl<C: Cache + ?Sized> Cache for std::sync::Arc<C> {
+    fn create_watch(
+        &self,
+        request: WatchRequest,
+        sink: ResponseSink<SotwResponse>,
+    ) -> Result<WatchHandle, CacheError> {
+        (**self).create_watch(request, sink)
+    }
+
+    fn fetch(&self, request: &DiscoveryRequest) -> Result<SotwResponse, FetchError> {
+        (**self).fetch(request)
+    }
+}

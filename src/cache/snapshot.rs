@@ -1,0 +1,345 @@
+//! An immutable, versioned set of resources of every type for one node (or
+//! a group of nodes sharing it).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::{
+    RouteConfiguration, ScopedRouteConfiguration, VirtualHost,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+use envoy_types::pb::envoy::service::runtime::v3::Runtime;
+
+use super::EncodedResource;
+use crate::resource::{ResourceType, XdsResource};
+
+/// Errors from building a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// Two resources of one type share a name.
+    #[error("duplicate {type_url} resource named {name:?}")]
+    DuplicateName {
+        /// Type URL of the resources.
+        type_url: String,
+        /// The repeated name.
+        name: String,
+    },
+    /// A resource has an empty name, so no client could ask for it.
+    #[error("a {type_url} resource has an empty name")]
+    EmptyName {
+        /// Type URL of the resource.
+        type_url: String,
+    },
+    /// A version is empty: clients send an empty version before they have
+    /// any, so it could never be told apart from "nothing received".
+    #[error("the version of {type_url} is empty")]
+    EmptyVersion {
+        /// Type URL whose version is empty.
+        type_url: String,
+    },
+}
+
+/// The resources of one type in a snapshot and their version.
+#[derive(Clone, Default)]
+pub struct TypeResources {
+    version: Arc<str>,
+    ordered: Vec<EncodedResource>,
+    index: HashMap<Arc<str>, usize>,
+}
+
+impl TypeResources {
+    fn new(version: &str, mut resources: Vec<EncodedResource>) -> Result<Self, SnapshotError> {
+        resources.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut index = HashMap::with_capacity(resources.len());
+        for (i, resource) in resources.iter().enumerate() {
+            if index.insert(resource.shared_name().clone(), i).is_some() {
+                return Err(SnapshotError::DuplicateName {
+                    type_url: resource.type_url().to_string(),
+                    name: resource.name().to_string(),
+                });
+            }
+        }
+        Ok(TypeResources {
+            version: Arc::from(version),
+            ordered: resources,
+            index,
+        })
+    }
+
+    /// The version of this type.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The version as a shared string (no copy).
+    pub fn shared_version(&self) -> &Arc<str> {
+        &self.version
+    }
+
+    /// Every resource, sorted by name.
+    pub fn resources(&self) -> &[EncodedResource] {
+        &self.ordered
+    }
+
+    /// The resource with this name.
+    pub fn get(&self, name: &str) -> Option<&EncodedResource> {
+        self.index.get(name).map(|&i| &self.ordered[i])
+    }
+
+    /// Whether a resource with this name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// Number of resources.
+    pub fn len(&self) -> usize {
+        self.ordered.len()
+    }
+
+    /// Whether there are no resources.
+    pub fn is_empty(&self) -> bool {
+        self.ordered.is_empty()
+    }
+}
+
+/// A versioned set of resources of every type, encoded once when built.
+///
+/// Cloning is cheap (shared), so setting the same snapshot for many nodes
+/// costs no copies.
+///
+/// ```
+/// use xds_control_plane::cache::Snapshot;
+/// use xds_control_plane::envoy_types::pb::envoy::config::cluster::v3::Cluster;
+///
+/// let snapshot = Snapshot::builder("v1")
+///     .clusters([Cluster { name: "backend".into(), ..Default::default() }])
+///     .build()
+///     .unwrap();
+/// assert_eq!(snapshot.version(xds_control_plane::resource::type_url::CLUSTER), Some("v1"));
+/// ```
+#[derive(Clone)]
+pub struct Snapshot(Arc<[TypeResources; ResourceType::COUNT]>);
+
+impl Snapshot {
+    /// Starts a snapshot whose every type carries `version` unless a type is
+    /// given its own with [`SnapshotBuilder::type_version`].
+    pub fn builder(version: impl Into<String>) -> SnapshotBuilder {
+        SnapshotBuilder {
+            version: version.into(),
+            type_versions: Default::default(),
+            resources: Default::default(),
+        }
+    }
+
+    /// The resources of a known type.
+    pub fn of_type(&self, resource_type: ResourceType) -> &TypeResources {
+        &self.0[resource_type.index()]
+    }
+
+    /// The resources of a type URL, if it is a type snapshots hold.
+    pub fn by_type_url(&self, type_url: &str) -> Option<&TypeResources> {
+        ResourceType::from_type_url(type_url).map(|t| self.of_type(t))
+    }
+
+    /// The version of a type URL (`None` for types snapshots do not hold).
+    pub fn version(&self, type_url: &str) -> Option<&str> {
+        self.by_type_url(type_url).map(TypeResources::version)
+    }
+
+    /// Decodes the resource of type `T` with this name.
+    pub fn get<T: XdsResource + Default>(
+        &self,
+        name: &str,
+    ) -> Option<Result<T, prost::DecodeError>> {
+        self.of_type(T::TYPE).get(name).map(EncodedResource::decode)
+    }
+
+    /// Whether both handles share the same contents.
+    pub fn ptr_eq(&self, other: &Snapshot) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for t in ResourceType::ALL {
+            let res = self.of_type(t);
+            map.entry(
+                &t,
+                &format_args!("{} ({} resources)", res.version(), res.len()),
+            );
+        }
+        map.finish()
+    }
+}
+
+/// Collects resources for a [`Snapshot`]; see [`Snapshot::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct SnapshotBuilder {
+    version: String,
+    type_versions: [Option<String>; ResourceType::COUNT],
+    resources: [Vec<EncodedResource>; ResourceType::COUNT],
+}
+
+macro_rules! typed_setters {
+    ($($(#[$doc:meta])* $method:ident: $ty:ty,)*) => {$(
+        $(#[$doc])*
+        pub fn $method(self, items: impl IntoIterator<Item = $ty>) -> Self {
+            self.resources(items)
+        }
+    )*};
+}
+
+impl SnapshotBuilder {
+    /// Adds typed resources; each is encoded now, once.
+    pub fn resources<T: XdsResource>(mut self, resources: impl IntoIterator<Item = T>) -> Self {
+        let slot = &mut self.resources[T::TYPE.index()];
+        slot.extend(
+            resources
+                .into_iter()
+                .map(|r| EncodedResource::from_message(&r)),
+        );
+        self
+    }
+
+    typed_setters! {
+        /// Adds clusters (CDS).
+        clusters: Cluster,
+        /// Adds cluster load assignments (EDS).
+        endpoints: ClusterLoadAssignment,
+        /// Adds listeners (LDS).
+        listeners: Listener,
+        /// Adds route configurations (RDS).
+        routes: RouteConfiguration,
+        /// Adds scoped route configurations (SRDS).
+        scoped_routes: ScopedRouteConfiguration,
+        /// Adds virtual hosts (VHDS, delta only).
+        virtual_hosts: VirtualHost,
+        /// Adds secrets (SDS).
+        secrets: Secret,
+        /// Adds runtime layers (RTDS).
+        runtimes: Runtime,
+        /// Adds extension configurations (ECDS).
+        extension_configs: TypedExtensionConfig,
+    }
+
+    /// Adds a resource already serialized, under an explicit name (needed
+    /// for LEDS entries, which carry no name).
+    pub fn encoded(mut self, resource_type: ResourceType, name: &str, bytes: Bytes) -> Self {
+        self.resources[resource_type.index()].push(EncodedResource::from_bytes(
+            resource_type.type_url(),
+            name,
+            bytes,
+        ));
+        self
+    }
+
+    /// Gives one type its own version.
+    pub fn type_version(mut self, resource_type: ResourceType, version: impl Into<String>) -> Self {
+        self.type_versions[resource_type.index()] = Some(version.into());
+        self
+    }
+
+    /// Checks names and versions and indexes the resources.
+    pub fn build(self) -> Result<Snapshot, SnapshotError> {
+        let mut types: [TypeResources; ResourceType::COUNT] = Default::default();
+        let entries = self.type_versions.into_iter().zip(self.resources);
+        for (resource_type, (version, resources)) in ResourceType::ALL.into_iter().zip(entries) {
+            let version = version.unwrap_or_else(|| self.version.clone());
+            let type_url = resource_type.type_url();
+            if version.is_empty() {
+                return Err(SnapshotError::EmptyVersion {
+                    type_url: type_url.to_string(),
+                });
+            }
+            if resources.iter().any(|r| r.name().is_empty()) {
+                return Err(SnapshotError::EmptyName {
+                    type_url: type_url.to_string(),
+                });
+            }
+            types[resource_type.index()] = TypeResources::new(&version, resources)?;
+        }
+        Ok(Snapshot(Arc::new(types)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::type_url;
+    fn cluster(name: &str) -> Cluster {
+        Cluster {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_type_gets_the_version_unless_overridden() {
+        let snapshot = Snapshot::builder("v1")
+            .clusters([cluster("b"), cluster("a")])
+            .type_version(ResourceType::Endpoint, "e7")
+            .build()
+            .unwrap();
+        assert_eq!(snapshot.version(type_url::CLUSTER), Some("v1"));
+        assert_eq!(snapshot.version(type_url::LISTENER), Some("v1"));
+        assert_eq!(snapshot.version(type_url::ENDPOINT), Some("e7"));
+        assert_eq!(snapshot.version("type.googleapis.com/other.Type"), None);
+        let names: Vec<_> = snapshot
+            .of_type(ResourceType::Cluster)
+            .resources()
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(snapshot.get::<Cluster>("a").unwrap().unwrap(), cluster("a"));
+        assert!(snapshot.get::<Cluster>("zzz").is_none());
+    }
+
+    #[test]
+    fn rejects_duplicates_empty_names_and_versions() {
+        let dup = Snapshot::builder("v1")
+            .clusters([cluster("a"), cluster("a")])
+            .build();
+        assert_eq!(
+            dup.unwrap_err(),
+            SnapshotError::DuplicateName {
+                type_url: type_url::CLUSTER.into(),
+                name: "a".into()
+            }
+        );
+        let empty_name = Snapshot::builder("v1").clusters([cluster("")]).build();
+        assert!(matches!(empty_name, Err(SnapshotError::EmptyName { .. })));
+        let empty_version = Snapshot::builder("").build();
+        assert!(matches!(
+            empty_version,
+            Err(SnapshotError::EmptyVersion { .. })
+        ));
+        let err = Snapshot::builder("v")
+            .type_version(ResourceType::Route, "")
+            .build();
+        assert!(err.unwrap_err().to_string().contains("RouteConfiguration"));
+    }
+
+    #[test]
+    fn clones_share_encodings() {
+        let snapshot = Snapshot::builder("v1")
+            .clusters([cluster("a")])
+            .build()
+            .unwrap();
+        let copy = snapshot.clone();
+        assert!(copy.ptr_eq(&snapshot));
+        let a = &snapshot.of_type(ResourceType::Cluster).resources()[0];
+        let b = &copy.of_type(ResourceType::Cluster).resources()[0];
+        assert!(a.ptr_eq(b));
+    }
+}

@@ -1,0 +1,237 @@
+//! `SnapshotCache`: one snapshot per node key, answering the watches of that
+//! node's streams.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::SystemTime;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use parking_lot::{Mutex, RwLock};
+
+use super::sotw_response::sotw_response;
+use super::{
+    Cache, CacheError, FetchError, IdHash, NodeHash, ResponseSink, Snapshot, SotwResponse,
+    StatusInfo, Subscription, WatchHandle, WatchRequest,
+};
+use crate::resource;
+
+/// Holds a [`Snapshot`] per node key and answers the watches of every
+/// stream of that node; see the crate docs for the serving rules.
+///
+/// Cloning gives another handle to the same cache.
+///
+/// ```
+/// use xds_control_plane::cache::{IdHash, Snapshot, SnapshotCache};
+///
+/// let cache = SnapshotCache::new(false, IdHash);
+/// cache.set_snapshot("node1", Snapshot::builder("v1").build().unwrap());
+/// assert!(cache.snapshot("node1").is_some());
+/// ```
+pub struct SnapshotCache<H: NodeHash = IdHash> {
+    inner: Arc<Inner<H>>,
+}
+
+impl<H: NodeHash> Clone for SnapshotCache<H> {
+    fn clone(&self) -> Self {
+        SnapshotCache {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<H> {
+    ads: bool,
+    hash: H,
+    // Lock order: `nodes`, then one node's state. A node's lock is held only
+    // to evaluate and take watches; answers are delivered after it is released.
+    nodes: RwLock<HashMap<String, Arc<Mutex<NodeState>>>>,
+    next_watch_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct NodeState {
+    snapshot: Option<Snapshot>,
+    watches: HashMap<u64, Watch>,
+    node: Option<Node>,
+    last_watch_request: Option<SystemTime>,
+}
+
+struct Watch {
+    request: WatchRequest,
+    sink: ResponseSink<SotwResponse>,
+}
+
+impl<H: NodeHash> SnapshotCache<H> {
+    /// A cache keying nodes with `hash`. With `ads`, a subscription naming
+    /// resources is held until every name exists in the snapshot, so that an
+    /// ADS proxy never receives a partial set.
+    pub fn new(ads: bool, hash: H) -> Self {
+        SnapshotCache {
+            inner: Arc::new(Inner {
+                ads,
+                hash,
+                nodes: RwLock::new(HashMap::new()),
+                next_watch_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Stores the snapshot for a node key and answers every open watch of
+    /// that node that is now stale. Never blocks on a stream.
+    pub fn set_snapshot(&self, node: &str, snapshot: Snapshot) {
+        let ads = self.inner.ads;
+        let answers = self.with_node(node, |state| {
+            let ready: Vec<(u64, SotwResponse)> = state
+                .watches
+                .iter()
+                .filter_map(|(id, watch)| {
+                    sotw_response(&snapshot, &watch.request, ads).map(|r| (*id, r))
+                })
+                .collect();
+            state.snapshot = Some(snapshot);
+            ready
+                .into_iter()
+                .filter_map(|(id, response)| state.watches.remove(&id).map(|w| (w.sink, response)))
+                .collect::<Vec<_>>()
+        });
+        deliver_in_ads_order(answers);
+    }
+
+    /// The snapshot stored for a node key.
+    pub fn snapshot(&self, node: &str) -> Option<Snapshot> {
+        let nodes = self.inner.nodes.read();
+        let state = nodes.get(node)?.lock();
+        state.snapshot.clone()
+    }
+
+    /// Removes a node's snapshot. Its open watches stay open and are
+    /// answered by the next snapshot set for it; a node with no open watch
+    /// is forgotten entirely.
+    pub fn clear_snapshot(&self, node: &str) {
+        let mut nodes = self.inner.nodes.write();
+        let Some(entry) = nodes.get(node) else { return };
+        let mut state = entry.lock();
+        state.snapshot = None;
+        let idle = state.watches.is_empty();
+        drop(state);
+        if idle {
+            nodes.remove(node);
+        }
+    }
+
+    /// What the cache knows of a node's streams.
+    pub fn status_info(&self, node: &str) -> Option<StatusInfo> {
+        let nodes = self.inner.nodes.read();
+        let state = nodes.get(node)?.lock();
+        Some(StatusInfo {
+            node: state.node.clone(),
+            num_watches: state.watches.len(),
+            last_watch_request_time: state.last_watch_request,
+        })
+    }
+
+    /// Every node key the cache holds state for.
+    pub fn status_keys(&self) -> Vec<String> {
+        self.inner.nodes.read().keys().cloned().collect()
+    }
+
+    /// Whether this cache holds named subscriptions until complete (ADS).
+    pub fn is_ads(&self) -> bool {
+        self.inner.ads
+    }
+
+    /// Runs `f` on a node's state, creating it if needed. The map lock is
+    /// held (shared) throughout so `clear_snapshot` cannot drop the state
+    /// from under a watch being added to it.
+    fn with_node<T>(&self, node: &str, f: impl FnOnce(&mut NodeState) -> T) -> T {
+        {
+            let nodes = self.inner.nodes.read();
+            if let Some(entry) = nodes.get(node) {
+                return f(&mut entry.lock());
+            }
+        }
+        let mut nodes = self.inner.nodes.write();
+        let entry = nodes.entry(node.to_string()).or_default();
+        let result = f(&mut entry.lock());
+        result
+    }
+}
+
+/// Delivers answers in ADS order (clusters before endpoints, listeners
+/// before routes), so a stream receiving several sends them in that order.
+fn deliver_in_ads_order(mut answers: Vec<(ResponseSink<SotwResponse>, SotwResponse)>) {
+    answers.sort_by_key(|(_, response)| resource::response_order(response.type_url()));
+    for (sink, response) in answers {
+        sink.send(response);
+    }
+}
+
+impl<H: NodeHash> Cache for SnapshotCache<H> {
+    fn create_watch(
+        &self,
+        request: WatchRequest,
+        sink: ResponseSink<SotwResponse>,
+    ) -> Result<WatchHandle, CacheError> {
+        let key = self.inner.hash.id(request.node());
+        let ads = self.inner.ads;
+        let watch_id = self.inner.next_watch_id.fetch_add(1, Ordering::Relaxed);
+        let entry = self.with_node(&key, |state| {
+            state.last_watch_request = Some(SystemTime::now());
+            if request.node().is_some() {
+                state.node = request.node().cloned();
+            }
+            let answer = state
+                .snapshot
+                .as_ref()
+                .and_then(|s| sotw_response(s, &request, ads));
+            match answer {
+                Some(response) => Err((sink, response)),
+                None => {
+                    state.watches.insert(watch_id, Watch { request, sink });
+                    Ok(())
+                }
+            }
+        });
+        match entry {
+            Err((sink, response)) => {
+                sink.send(response);
+                Ok(WatchHandle::answered())
+            }
+            Ok(()) => {
+                let nodes = Arc::downgrade(&self.inner);
+                Ok(WatchHandle::new(move || {
+                    cancel_watch(&nodes, &key, watch_id)
+                }))
+            }
+        }
+    }
+
+    fn fetch(&self, request: &DiscoveryRequest) -> Result<SotwResponse, FetchError> {
+        let key = self.inner.hash.id(request.node.as_ref());
+        let snapshot = self
+            .snapshot(&key)
+            .ok_or_else(|| FetchError::NoSnapshot(key.clone()))?;
+        let resources = snapshot
+            .by_type_url(&request.type_url)
+            .ok_or_else(|| FetchError::UnknownType(request.type_url.clone()))?;
+        if resources.version() == request.version_info {
+            return Err(FetchError::UpToDate);
+        }
+        let watch = WatchRequest {
+            request: Arc::new(request.clone()),
+            version_info: request.version_info.clone(),
+            subscription: Arc::new(Subscription::sotw(&request.resource_names, true)),
+        };
+        sotw_response(&snapshot, &watch, false).ok_or(FetchError::UpToDate)
+    }
+}
+
+fn cancel_watch<H>(inner: &Weak<Inner<H>>, key: &str, watch_id: u64) {
+    let Some(inner) = inner.upgrade() else { return };
+    let nodes = inner.nodes.read();
+    if let Some(entry) = nodes.get(key) {
+        entry.lock().watches.remove(&watch_id);
+    }
+}

@@ -1,0 +1,238 @@
+//! Decides what a state-of-the-world watch gets from a snapshot, if anything.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::{
+    EncodedResource, ReturnedResources, Snapshot, SotwResponse, TypeResources, WatchRequest,
+};
+use crate::resource;
+
+/// Evaluates a watch against a snapshot: `Some` is the answer to send now,
+/// `None` means hold the watch until the snapshot changes.
+///
+/// - A version other than the snapshot's gets every subscribed resource
+///   (every resource for a wildcard subscription).
+/// - An equal version gets only newly subscribed resources, except for CDS
+///   and LDS, which get the full state whenever anything they had changed.
+/// - With `ads_hold`, a named subscription is held while any name it asks
+///   for is missing, so the proxy never sees a partial set.
+pub(crate) fn sotw_response(
+    snapshot: &Snapshot,
+    watch: &WatchRequest,
+    ads_hold: bool,
+) -> Option<SotwResponse> {
+    let resources = snapshot.by_type_url(watch.type_url())?;
+    let sub = &watch.subscription;
+    if ads_hold && !sub.is_wildcard() && sub.names().iter().any(|n| !resources.contains(n)) {
+        return None;
+    }
+    let version = resources.shared_version();
+    let full_state = resource::requires_full_state_in_sotw(watch.type_url());
+    if **version != *watch.version_info {
+        return Some(full_response(watch, resources));
+    }
+    let known = sub.returned();
+    let added: Vec<&EncodedResource> = subscribed(sub, resources)
+        .filter(|r| !known.contains_key(r.name()))
+        .collect();
+    let dropped = known
+        .keys()
+        .any(|name| !resources.contains(name) || !sub.wants(name));
+    if added.is_empty() && !(full_state && dropped) {
+        return None;
+    }
+    if full_state {
+        return Some(full_response(watch, resources));
+    }
+    let mut returned: ReturnedResources = known
+        .iter()
+        .filter(|(name, _)| resources.contains(name) && sub.wants(name))
+        .map(|(name, v)| (Arc::clone(name), Arc::clone(v)))
+        .collect();
+    for r in &added {
+        returned.insert(Arc::clone(r.shared_name()), Arc::clone(version));
+    }
+    Some(SotwResponse {
+        request: Arc::clone(&watch.request),
+        version: Arc::clone(version),
+        resources: added.into_iter().cloned().collect(),
+        returned,
+    })
+}
+
+/// Every subscribed resource that exists, with the snapshot's version.
+fn full_response(watch: &WatchRequest, resources: &TypeResources) -> SotwResponse {
+    let version = resources.shared_version();
+    let items: Vec<EncodedResource> = subscribed(&watch.subscription, resources)
+        .cloned()
+        .collect();
+    let returned = items
+        .iter()
+        .map(|r| (Arc::clone(r.shared_name()), Arc::clone(version)))
+        .collect();
+    SotwResponse {
+        request: Arc::clone(&watch.request),
+        version: Arc::clone(version),
+        resources: items,
+        returned,
+    }
+}
+
+/// The subscribed resources present in the snapshot, each once, by name.
+fn subscribed<'a>(
+    sub: &'a super::Subscription,
+    resources: &'a TypeResources,
+) -> Box<dyn Iterator<Item = &'a EncodedResource> + 'a> {
+    if sub.is_wildcard() || !sub.prefixes().is_empty() {
+        return Box::new(resources.resources().iter().filter(|r| sub.wants(r.name())));
+    }
+    let mut names: Vec<&String> = sub.names().iter().collect();
+    names.sort();
+    let mut seen = HashSet::with_capacity(names.len());
+    Box::new(
+        names
+            .into_iter()
+            .filter(move |n| seen.insert(n.as_str()))
+            .filter_map(|n| resources.get(n)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Subscription;
+    use crate::resource::type_url;
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+
+    fn snapshot(version: &str, clusters: &[&str], endpoints: &[&str]) -> Snapshot {
+        Snapshot::builder(version)
+            .clusters(clusters.iter().map(|n| Cluster {
+                name: n.to_string(),
+                ..Default::default()
+            }))
+            .endpoints(endpoints.iter().map(|n| ClusterLoadAssignment {
+                cluster_name: n.to_string(),
+                ..Default::default()
+            }))
+            .build()
+            .unwrap()
+    }
+
+    fn watch(type_url: &str, version: &str, names: &[&str], returned: &[&str]) -> WatchRequest {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut sub = Subscription::sotw(&names, true);
+        sub.set_returned(
+            returned
+                .iter()
+                .map(|n| (Arc::from(*n), Arc::from(version)))
+                .collect(),
+        );
+        WatchRequest {
+            request: Arc::new(DiscoveryRequest {
+                type_url: type_url.into(),
+                version_info: version.into(),
+                resource_names: names,
+                ..Default::default()
+            }),
+            version_info: version.into(),
+            subscription: Arc::new(sub),
+        }
+    }
+
+    fn names(resp: &SotwResponse) -> Vec<&str> {
+        resp.resources.iter().map(|r| r.name()).collect()
+    }
+
+    fn returned(resp: &SotwResponse) -> Vec<String> {
+        let mut v: Vec<_> = resp.returned.keys().map(|k| k.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn new_version_sends_everything_subscribed() {
+        let snap = snapshot("v2", &["a", "b"], &["a", "b", "c"]);
+        let resp = sotw_response(&snap, &watch(type_url::CLUSTER, "v1", &[], &[]), false).unwrap();
+        assert_eq!(names(&resp), ["a", "b"]);
+        assert_eq!(&*resp.version, "v2");
+        let resp = sotw_response(
+            &snap,
+            &watch(type_url::ENDPOINT, "", &["c", "a", "zz"], &[]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(names(&resp), ["a", "c"]);
+        assert_eq!(returned(&resp), ["a", "c"]);
+    }
+
+    #[test]
+    fn same_version_holds_until_something_new_is_subscribed() {
+        let snap = snapshot("v1", &["a"], &["a", "b"]);
+        let held = watch(type_url::ENDPOINT, "v1", &["a"], &["a"]);
+        assert!(sotw_response(&snap, &held, false).is_none());
+        let grown = watch(type_url::ENDPOINT, "v1", &["a", "b"], &["a"]);
+        let resp = sotw_response(&snap, &grown, false).unwrap();
+        assert_eq!(names(&resp), ["b"]);
+        assert_eq!(returned(&resp), ["a", "b"]);
+        // Subscribing to a name that does not exist is not a change.
+        let missing = watch(type_url::ENDPOINT, "v1", &["a", "nope"], &["a"]);
+        assert!(sotw_response(&snap, &missing, false).is_none());
+    }
+
+    #[test]
+    fn full_state_types_resend_everything_after_a_deletion() {
+        let snap = snapshot("v1", &["a"], &[]);
+        let had_b = watch(type_url::CLUSTER, "v1", &[], &["a", "b"]);
+        let resp = sotw_response(&snap, &had_b, false).unwrap();
+        assert_eq!(names(&resp), ["a"]);
+        assert_eq!(returned(&resp), ["a"]);
+        let up_to_date = watch(type_url::CLUSTER, "v1", &[], &["a"]);
+        assert!(sotw_response(&snap, &up_to_date, false).is_none());
+    }
+
+    #[test]
+    fn ads_hold_waits_for_every_named_resource() {
+        let snap = snapshot("v2", &[], &["a"]);
+        let w = watch(type_url::ENDPOINT, "v1", &["a", "b"], &[]);
+        assert!(sotw_response(&snap, &w, true).is_none());
+        assert!(sotw_response(&snap, &w, false).is_some());
+        // A subset of what exists is served (gRPC clients ask one at a time).
+        let snap = snapshot("v2", &[], &["a", "b", "c"]);
+        let resp = sotw_response(&snap, &w, true).unwrap();
+        assert_eq!(names(&resp), ["a", "b"]);
+    }
+
+    #[test]
+    fn unknown_types_are_held() {
+        let snap = snapshot("v1", &["a"], &[]);
+        let w = watch("type.googleapis.com/some.Other", "", &[], &[]);
+        assert!(sotw_response(&snap, &w, false).is_none());
+    }
+
+    #[test]
+    fn explicit_wildcard_with_names_sends_each_resource_once() {
+        let snap = snapshot("v1", &["a", "b"], &[]);
+        let resp = sotw_response(
+            &snap,
+            &watch(type_url::CLUSTER, "", &["*", "a"], &[]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(names(&resp), ["a", "b"]);
+    }
+
+    #[test]
+    fn prefix_subscriptions_match_by_name() {
+        let snap = snapshot("v1", &[], &["svc/a", "svc/b", "other"]);
+        let resp = sotw_response(
+            &snap,
+            &watch(type_url::ENDPOINT, "", &["svc/*"], &[]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(names(&resp), ["svc/a", "svc/b"]);
+    }
+}

@@ -1,0 +1,169 @@
+//! What one stream has subscribed to for one type, and what it was sent.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// The explicit wildcard resource name.
+pub const WILDCARD: &str = "*";
+const GLOB_SUFFIX: &str = "/*";
+
+/// Names sent to a client, each with the version it was sent at.
+pub type ReturnedResources = HashMap<Arc<str>, Arc<str>>;
+
+/// A stream's subscription to one resource type.
+///
+/// Wildcard follows the xDS rules: a first request with no names is a
+/// (legacy) wildcard while later requests stay empty; once a client names
+/// resources, only an explicit `*` means wildcard. Names ending in `/*`
+/// subscribe to every resource under that prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subscription {
+    wildcard: bool,
+    allow_legacy_wildcard: bool,
+    names: HashSet<String>,
+    prefixes: Vec<String>,
+    returned: ReturnedResources,
+}
+
+impl Subscription {
+    /// A state-of-the-world subscription from a first request's names.
+    pub fn sotw(names: &[String], allow_legacy_wildcard: bool) -> Self {
+        let mut sub = Subscription {
+            wildcard: names.is_empty() && allow_legacy_wildcard,
+            allow_legacy_wildcard,
+            ..Default::default()
+        };
+        sub.set_sotw_names(names);
+        sub
+    }
+
+    /// Applies the names of a later state-of-the-world request.
+    ///
+    /// Sent resources no longer subscribed are forgotten, so subscribing to
+    /// them again sends them again.
+    pub fn set_sotw_names(&mut self, names: &[String]) {
+        if self.allow_legacy_wildcard {
+            if names.is_empty() {
+                return;
+            }
+            self.allow_legacy_wildcard = false;
+        }
+        let mut exact = HashSet::with_capacity(names.len());
+        let mut prefixes = Vec::new();
+        let mut wildcard = false;
+        for name in names {
+            if name == WILDCARD {
+                wildcard = true;
+            } else if let Some(prefix) = name
+                .strip_suffix('*')
+                .filter(|_| name.ends_with(GLOB_SUFFIX))
+            {
+                prefixes.push(prefix.to_string());
+            } else {
+                exact.insert(name.clone());
+            }
+        }
+        self.wildcard = wildcard;
+        self.names = exact;
+        self.prefixes = prefixes;
+        if !wildcard {
+            let (names, prefixes) = (&self.names, &self.prefixes);
+            self.returned
+                .retain(|name, _| names.contains(&**name) || matches_prefix(prefixes, name));
+        }
+    }
+
+    /// Whether every resource of the type is subscribed.
+    pub fn is_wildcard(&self) -> bool {
+        self.wildcard
+    }
+
+    /// Names subscribed to explicitly (not `*`, not prefixes).
+    pub fn names(&self) -> &HashSet<String> {
+        &self.names
+    }
+
+    /// Prefixes subscribed with `prefix/*` (stored with the trailing `/`).
+    pub fn prefixes(&self) -> &[String] {
+        &self.prefixes
+    }
+
+    /// Whether a resource of this name is wanted.
+    pub fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name) || matches_prefix(&self.prefixes, name)
+    }
+
+    /// What was sent, by name, with versions.
+    pub fn returned(&self) -> &ReturnedResources {
+        &self.returned
+    }
+
+    /// Records what the client now has (set when a response is sent).
+    pub fn set_returned(&mut self, returned: ReturnedResources) {
+        self.returned = returned;
+    }
+}
+
+fn matches_prefix(prefixes: &[String], name: &str) -> bool {
+    prefixes.iter().any(|p| name.starts_with(p.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn returned(list: &[&str]) -> ReturnedResources {
+        list.iter()
+            .map(|n| (Arc::from(*n), Arc::from("v1")))
+            .collect()
+    }
+
+    #[test]
+    fn legacy_wildcard_lasts_while_requests_stay_empty() {
+        let mut sub = Subscription::sotw(&[], true);
+        assert!(sub.is_wildcard());
+        sub.set_sotw_names(&[]);
+        assert!(sub.is_wildcard());
+        sub.set_sotw_names(&names(&["a"]));
+        assert!(!sub.is_wildcard());
+        assert!(sub.wants("a") && !sub.wants("b"));
+        // Once names were given, an empty list means nothing.
+        sub.set_sotw_names(&[]);
+        assert!(!sub.is_wildcard());
+        assert!(!sub.wants("a"));
+    }
+
+    #[test]
+    fn without_legacy_wildcard_empty_means_nothing() {
+        let sub = Subscription::sotw(&[], false);
+        assert!(!sub.is_wildcard());
+        assert!(!sub.wants("a"));
+    }
+
+    #[test]
+    fn explicit_wildcard_and_prefixes() {
+        let sub = Subscription::sotw(&names(&["*", "x"]), true);
+        assert!(sub.is_wildcard() && sub.wants("anything"));
+        let sub = Subscription::sotw(&names(&["svc/*", "exact"]), true);
+        assert!(!sub.is_wildcard());
+        assert!(sub.wants("svc/a") && sub.wants("exact") && !sub.wants("svc"));
+        assert_eq!(sub.prefixes(), ["svc/"]);
+    }
+
+    #[test]
+    fn unsubscribed_names_are_forgotten_unless_wildcard() {
+        let mut sub = Subscription::sotw(&names(&["a", "b", "p/*"]), true);
+        sub.set_returned(returned(&["a", "b", "p/1"]));
+        sub.set_sotw_names(&names(&["a", "p/*"]));
+        let mut kept: Vec<_> = sub.returned().keys().map(|k| k.to_string()).collect();
+        kept.sort();
+        assert_eq!(kept, ["a", "p/1"]);
+        sub.set_returned(returned(&["a", "z"]));
+        sub.set_sotw_names(&names(&["*"]));
+        assert_eq!(sub.returned().len(), 2);
+    }
+}

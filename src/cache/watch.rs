@@ -1,0 +1,198 @@
+//! Watches: how a stream asks a cache for data and how the cache answers.
+//!
+//! A stream opens a watch per type with every request it accepts. The cache
+//! answers a watch at most once, through its [`ResponseSink`], either at once
+//! or later when data changes; the stream then opens the next one. Answering
+//! never blocks: the sink drops the response into the stream's
+//! [`ResponseQueue`], which holds at most one pending response per watch.
+
+use std::fmt;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::{EncodedResource, ReturnedResources, Subscription};
+
+/// A request for data of one type, as a stream passes it to a cache.
+#[derive(Debug, Clone)]
+pub struct WatchRequest {
+    /// The client's request; its node is filled in from the stream's first
+    /// request when the client left it out.
+    pub request: Arc<DiscoveryRequest>,
+    /// The version the client has. Usually `request.version_info`; after a
+    /// NACK, the rejected version, so the cache does not send it again.
+    pub version_info: String,
+    /// What the stream subscribes to and what it was sent.
+    pub subscription: Arc<Subscription>,
+}
+
+impl WatchRequest {
+    /// The type URL asked for.
+    pub fn type_url(&self) -> &str {
+        &self.request.type_url
+    }
+
+    /// The client's node, if known.
+    pub fn node(&self) -> Option<&Node> {
+        self.request.node.as_ref()
+    }
+}
+
+/// A state-of-the-world answer to a watch.
+#[derive(Debug, Clone)]
+pub struct SotwResponse {
+    /// The request that opened the watch.
+    pub request: Arc<DiscoveryRequest>,
+    /// The version this response carries.
+    pub version: Arc<str>,
+    /// The resources to send, already encoded.
+    pub resources: Vec<EncodedResource>,
+    /// What the client has once it receives this response.
+    pub returned: ReturnedResources,
+}
+
+impl SotwResponse {
+    /// The type URL of the response.
+    pub fn type_url(&self) -> &str {
+        &self.request.type_url
+    }
+}
+
+/// A stream's mailbox for watch answers. Each entry is tagged with the watch
+/// it answers, so answers of watches the stream has since replaced can be
+/// told apart and dropped.
+pub struct ResponseQueue<R> {
+    pending: Mutex<Vec<(u64, R)>>,
+    notify: Notify,
+}
+
+impl<R> ResponseQueue<R> {
+    /// An empty queue.
+    pub fn new() -> Arc<Self> {
+        Arc::new(ResponseQueue {
+            pending: Mutex::new(Vec::new()),
+            notify: Notify::new(),
+        })
+    }
+
+    /// A sink for the watch with this id.
+    pub fn sink(self: &Arc<Self>, watch_id: u64) -> ResponseSink<R> {
+        ResponseSink {
+            queue: Arc::clone(self),
+            watch_id,
+        }
+    }
+
+    /// Takes every pending answer, oldest first.
+    pub fn take(&self) -> Vec<(u64, R)> {
+        std::mem::take(&mut *self.pending.lock())
+    }
+
+    /// Waits until an answer may be pending.
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    fn push(&self, watch_id: u64, response: R) {
+        self.pending.lock().push((watch_id, response));
+        self.notify.notify_one();
+    }
+}
+
+impl<R> fmt::Debug for ResponseQueue<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseQueue")
+            .field("pending", &self.pending.lock().len())
+            .finish()
+    }
+}
+
+/// Where a cache delivers the one answer to a watch. Sending never blocks.
+pub struct ResponseSink<R> {
+    queue: Arc<ResponseQueue<R>>,
+    watch_id: u64,
+}
+
+impl<R> ResponseSink<R> {
+    /// Delivers the answer; consumes the sink, as a watch is answered once.
+    pub fn send(self, response: R) {
+        self.queue.push(self.watch_id, response);
+    }
+
+    /// The watch this sink answers.
+    pub fn watch_id(&self) -> u64 {
+        self.watch_id
+    }
+}
+
+impl<R> fmt::Debug for ResponseSink<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseSink")
+            .field("watch_id", &self.watch_id)
+            .finish()
+    }
+}
+
+/// An open watch; dropping it cancels the watch in the cache.
+#[must_use = "dropping a WatchHandle cancels the watch"]
+pub struct WatchHandle {
+    cancel: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl WatchHandle {
+    /// A handle that runs `cancel` when dropped.
+    pub fn new(cancel: impl FnOnce() + Send + Sync + 'static) -> Self {
+        WatchHandle {
+            cancel: Some(Box::new(cancel)),
+        }
+    }
+
+    /// A handle for a watch answered at once, with nothing to cancel.
+    pub fn answered() -> Self {
+        WatchHandle { cancel: None }
+    }
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            cancel();
+        }
+    }
+}
+
+impl fmt::Debug for WatchHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WatchHandle")
+            .field("open", &self.cancel.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[tokio::test]
+    async fn sinks_deliver_tagged_answers_and_wake_the_stream() {
+        let queue = ResponseQueue::<&str>::new();
+        queue.sink(1).send("first");
+        queue.sink(2).send("second");
+        queue.notified().await;
+        assert_eq!(queue.take(), vec![(1, "first"), (2, "second")]);
+        assert!(queue.take().is_empty());
+    }
+
+    #[test]
+    fn dropping_a_handle_cancels() {
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&cancelled);
+        drop(WatchHandle::new(move || flag.store(true, Ordering::SeqCst)));
+        assert!(cancelled.load(Ordering::SeqCst));
+        drop(WatchHandle::answered());
+    }
+}
