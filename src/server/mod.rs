@@ -1,0 +1,165 @@
+//! The xDS gRPC server: ADS and every per-type discovery service, served
+//! from any [`Cache`](crate::cache::Cache).
+//!
+//! ```no_run
+//! use xds_control_plane::cache::{IdHash, Snapshot, SnapshotCache};
+//! use xds_control_plane::server::Server;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = SnapshotCache::new(false, IdHash);
+//! let server = Server::new(cache.clone(), ());
+//! cache.set_snapshot("node1", Snapshot::builder("v1").build()?);
+//! tonic::transport::Server::builder()
+//!     .add_service(server.ads_service())
+//!     .add_service(server.cds_service())
+//!     .add_service(server.eds_service())
+//!     .serve("127.0.0.1:18000".parse()?)
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+mod callbacks;
+mod fetch;
+mod services;
+mod sotw;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+pub use callbacks::{Callbacks, Nack, StreamId};
+pub use services::{DeltaResponseStream, SotwResponseStream};
+
+use crate::cache::Cache;
+
+/// Whether a first request naming no resources subscribes to everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LegacyWildcard {
+    /// Yes, for every type (what Envoy expects).
+    #[default]
+    Allowed,
+    /// No: an empty request subscribes to nothing; clients must send `*`
+    /// (what gRPC xDS clients and VHDS expect).
+    Disabled,
+    /// No for these type URLs, yes for the others.
+    DisabledFor(Vec<String>),
+}
+
+impl LegacyWildcard {
+    /// Whether legacy wildcard applies to a type URL.
+    pub fn allowed_for(&self, type_url: &str) -> bool {
+        match self {
+            LegacyWildcard::Allowed => true,
+            LegacyWildcard::Disabled => false,
+            LegacyWildcard::DisabledFor(types) => !types.iter().any(|t| t == type_url),
+        }
+    }
+}
+
+/// Tuning of a [`Server`].
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Legacy wildcard rule per type.
+    pub legacy_wildcard: LegacyWildcard,
+    /// Most distinct type URLs one ADS stream may watch; more ends the
+    /// stream with `RESOURCE_EXHAUSTED`.
+    pub max_types_per_stream: usize,
+    /// Responses queued for gRPC per stream before the stream waits for the
+    /// client to read.
+    pub send_buffer: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            legacy_wildcard: LegacyWildcard::Allowed,
+            max_types_per_stream: 64,
+            send_buffer: 4,
+        }
+    }
+}
+
+/// The xDS server. Cheap to clone; every clone serves the same cache and
+/// numbers streams from the same counter.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    cache: Arc<dyn Cache>,
+    callbacks: Arc<dyn Callbacks>,
+    options: ServerOptions,
+    next_stream_id: AtomicU64,
+    shutdown: CancellationToken,
+}
+
+impl Server {
+    /// A server answering from `cache`, calling `callbacks` (`()` for none).
+    pub fn new(cache: impl Cache, callbacks: impl Callbacks) -> Self {
+        Self::with_options(cache, callbacks, ServerOptions::default())
+    }
+
+    /// A server with explicit options.
+    pub fn with_options(
+        cache: impl Cache,
+        callbacks: impl Callbacks,
+        options: ServerOptions,
+    ) -> Self {
+        Server {
+            shared: Arc::new(Shared {
+                cache: Arc::new(cache),
+                callbacks: Arc::new(callbacks),
+                options,
+                next_stream_id: AtomicU64::new(1),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Ends every open stream with `UNAVAILABLE` and refuses new ones.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+
+    /// Opens a state-of-the-world stream; `service_type` is `None` for ADS.
+    fn open_sotw(
+        &self,
+        request: tonic::Request<
+            tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest>,
+        >,
+        service_type: Option<&'static str>,
+    ) -> Result<tonic::Response<SotwResponseStream>, tonic::Status> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(tonic::Status::unavailable("xDS server is shutting down"));
+        }
+        let id = self.shared.next_stream_id.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::clone(&self.shared);
+        if let Err(status) = shared
+            .callbacks
+            .on_stream_open(id, service_type.unwrap_or(""))
+        {
+            shared.callbacks.on_stream_closed(id, None);
+            return Err(status);
+        }
+        let (out, rx) = mpsc::channel(self.shared.options.send_buffer.max(1));
+        let stream = sotw::SotwStream::new(id, shared, service_type);
+        tokio::spawn(stream.run(request.into_inner(), out));
+        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("options", &self.shared.options)
+            .field(
+                "streams_opened",
+                &(self.shared.next_stream_id.load(Ordering::Relaxed) - 1),
+            )
+            .finish()
+    }
+}
