@@ -235,3 +235,276 @@ fn cancel_watch<H>(inner: &Weak<Inner<H>>, key: &str, watch_id: u64) {
         entry.lock().watches.remove(&watch_id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::ResponseQueue;
+    use crate::resource::type_url;
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+
+    fn snapshot(version: &str, clusters: &[&str]) -> Snapshot {
+        Snapshot::builder(version)
+            .clusters(clusters.iter().map(|n| Cluster {
+                name: n.to_string(),
+                ..Default::default()
+            }))
+            .endpoints(clusters.iter().map(|n| ClusterLoadAssignment {
+                cluster_name: n.to_string(),
+                ..Default::default()
+            }))
+            .build()
+            .unwrap()
+    }
+
+    fn watch_request(
+        node: &str,
+        cluster: &str,
+        type_url: &str,
+        version: &str,
+        names: &[&str],
+    ) -> WatchRequest {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        // A client at a version has what it asked for, at that version ("x"
+        // for the wildcard requests here).
+        let mut subscription = Subscription::sotw(&names, true);
+        if !version.is_empty() {
+            let had = if names.is_empty() {
+                vec!["x".to_string()]
+            } else {
+                names.clone()
+            };
+            subscription.set_returned(
+                had.iter()
+                    .map(|n| (Arc::from(n.as_str()), Arc::from(version)))
+                    .collect(),
+            );
+        }
+        WatchRequest {
+            request: Arc::new(DiscoveryRequest {
+                node: Some(Node {
+                    id: node.into(),
+                    cluster: cluster.into(),
+                    ..Default::default()
+                }),
+                type_url: type_url.into(),
+                version_info: version.into(),
+                resource_names: names.clone(),
+                ..Default::default()
+            }),
+            version_info: version.into(),
+            subscription: Arc::new(subscription),
+        }
+    }
+
+    fn open(
+        cache: &SnapshotCache,
+        queue: &Arc<ResponseQueue<SotwResponse>>,
+        id: u64,
+        request: WatchRequest,
+    ) -> WatchHandle {
+        cache.create_watch(request, queue.sink(id)).unwrap()
+    }
+
+    fn answered(queue: &ResponseQueue<SotwResponse>) -> Vec<(u64, String, String)> {
+        queue
+            .take()
+            .into_iter()
+            .map(|(id, r)| (id, r.type_url().to_string(), r.version.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn watches_wait_for_a_snapshot_and_only_stale_ones_are_answered() {
+        let cache = SnapshotCache::new(false, IdHash);
+        let queue = ResponseQueue::new();
+        let _a = open(
+            &cache,
+            &queue,
+            1,
+            watch_request("n", "", type_url::CLUSTER, "", &[]),
+        );
+        let _b = open(
+            &cache,
+            &queue,
+            2,
+            watch_request("n", "", type_url::ENDPOINT, "v1", &["x"]),
+        );
+        assert!(queue.take().is_empty());
+        assert_eq!(cache.status_info("n").unwrap().num_watches, 2);
+
+        cache.set_snapshot("n", snapshot("v1", &["x"]));
+        // The EDS watch already has v1: it stays open.
+        assert_eq!(
+            answered(&queue),
+            vec![(1, type_url::CLUSTER.into(), "v1".into())]
+        );
+        assert_eq!(cache.status_info("n").unwrap().num_watches, 1);
+        cache.set_snapshot("n", snapshot("v2", &["x"]));
+        assert_eq!(
+            answered(&queue),
+            vec![(2, type_url::ENDPOINT.into(), "v2".into())]
+        );
+        assert_eq!(cache.status_info("n").unwrap().num_watches, 0);
+    }
+
+    #[test]
+    fn dropping_the_handle_cancels_the_watch() {
+        let cache = SnapshotCache::new(false, IdHash);
+        let queue = ResponseQueue::new();
+        let handle = open(
+            &cache,
+            &queue,
+            1,
+            watch_request("n", "", type_url::CLUSTER, "", &[]),
+        );
+        let status = cache.status_info("n").unwrap();
+        assert_eq!(status.num_watches, 1);
+        assert!(status.last_watch_request_time.is_some());
+        assert_eq!(status.node.unwrap().id, "n");
+        drop(handle);
+        assert_eq!(cache.status_info("n").unwrap().num_watches, 0);
+        cache.set_snapshot("n", snapshot("v1", &["x"]));
+        assert!(queue.take().is_empty());
+    }
+
+    #[test]
+    fn an_up_to_date_watch_is_answered_immediately_when_stale() {
+        let cache = SnapshotCache::new(false, IdHash);
+        cache.set_snapshot("n", snapshot("v1", &["x"]));
+        let queue = ResponseQueue::new();
+        let handle = open(
+            &cache,
+            &queue,
+            9,
+            watch_request("n", "", type_url::CLUSTER, "v0", &[]),
+        );
+        assert_eq!(
+            answered(&queue),
+            vec![(9, type_url::CLUSTER.into(), "v1".into())]
+        );
+        assert_eq!(cache.status_info("n").unwrap().num_watches, 0);
+        drop(handle);
+    }
+
+    #[test]
+    fn clearing_keeps_open_watches_and_forgets_idle_nodes() {
+        let cache = SnapshotCache::new(false, IdHash);
+        cache.set_snapshot("idle", snapshot("v1", &["x"]));
+        cache.set_snapshot("busy", snapshot("v1", &["x"]));
+        let queue = ResponseQueue::new();
+        let _w = open(
+            &cache,
+            &queue,
+            1,
+            watch_request("busy", "", type_url::CLUSTER, "v1", &[]),
+        );
+        cache.clear_snapshot("idle");
+        cache.clear_snapshot("busy");
+        assert!(cache.snapshot("idle").is_none() && cache.status_info("idle").is_none());
+        assert!(cache.snapshot("busy").is_none());
+        assert_eq!(cache.status_info("busy").unwrap().num_watches, 1);
+        let mut keys = cache.status_keys();
+        keys.sort();
+        assert_eq!(keys, ["busy"]);
+        cache.set_snapshot("busy", snapshot("v2", &["x"]));
+        assert_eq!(
+            answered(&queue),
+            vec![(1, type_url::CLUSTER.into(), "v2".into())]
+        );
+    }
+
+    #[test]
+    fn answers_are_delivered_in_ads_order() {
+        let cache = SnapshotCache::new(true, IdHash);
+        let queue = ResponseQueue::new();
+        let _e = open(
+            &cache,
+            &queue,
+            1,
+            watch_request("n", "", type_url::ENDPOINT, "", &["x"]),
+        );
+        let _c = open(
+            &cache,
+            &queue,
+            2,
+            watch_request("n", "", type_url::CLUSTER, "", &[]),
+        );
+        cache.set_snapshot("n", snapshot("v1", &["x"]));
+        let order: Vec<_> = answered(&queue).into_iter().map(|(id, _, _)| id).collect();
+        assert_eq!(order, [2, 1]);
+    }
+
+    #[test]
+    fn a_custom_hash_shares_one_snapshot_across_a_group() {
+        let by_cluster = |n: Option<&Node>| n.map(|n| n.cluster.clone()).unwrap_or_default();
+        let cache = SnapshotCache::new(false, by_cluster);
+        cache.set_snapshot("edge", snapshot("v1", &["x"]));
+        let queue = ResponseQueue::new();
+        let _a = cache.create_watch(
+            watch_request("proxy-1", "edge", type_url::CLUSTER, "", &[]),
+            queue.sink(1),
+        );
+        let _b = cache.create_watch(
+            watch_request("proxy-2", "edge", type_url::CLUSTER, "", &[]),
+            queue.sink(2),
+        );
+        assert_eq!(queue.take().len(), 2);
+    }
+
+    #[test]
+    fn set_snapshot_never_waits_for_streams_that_do_not_read() {
+        let cache = SnapshotCache::new(false, IdHash);
+        let queues: Vec<_> = (0..100).map(|_| ResponseQueue::new()).collect();
+        let mut handles = Vec::new();
+        for (i, queue) in queues.iter().enumerate() {
+            let req = watch_request(&format!("n{i}"), "", type_url::CLUSTER, "", &[]);
+            handles.push(open(&cache, queue, 1, req));
+        }
+        let snap = snapshot("v1", &["x"]);
+        for round in 0..3 {
+            for i in 0..100 {
+                cache.set_snapshot(&format!("n{i}"), snap.clone());
+            }
+            // Nobody drains: each queue holds the single answer of its watch.
+            assert!(queues
+                .iter()
+                .all(|q| q.take().len() == usize::from(round == 0)));
+        }
+    }
+
+    #[test]
+    fn fetch_serves_without_holding() {
+        let cache = SnapshotCache::new(true, IdHash);
+        cache.set_snapshot("n", snapshot("v1", &["x", "y"]));
+        let req = |version: &str, names: &[&str]| DiscoveryRequest {
+            node: Some(Node {
+                id: "n".into(),
+                ..Default::default()
+            }),
+            type_url: type_url::ENDPOINT.into(),
+            version_info: version.into(),
+            resource_names: names.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let some = cache.fetch(&req("", &["y", "missing"])).unwrap();
+        assert_eq!(some.resources.len(), 1);
+        assert_eq!(
+            cache.fetch(&req("v1", &[])).unwrap_err(),
+            FetchError::UpToDate
+        );
+        let mut other = req("", &[]);
+        other.node = None;
+        assert_eq!(
+            cache.fetch(&other).unwrap_err(),
+            FetchError::NoSnapshot(String::new())
+        );
+        other.node = req("", &[]).node;
+        other.type_url = "type.googleapis.com/x.Unknown".into();
+        assert!(matches!(
+            cache.fetch(&other),
+            Err(FetchError::UnknownType(_))
+        ));
+    }
+}
