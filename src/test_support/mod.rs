@@ -20,3 +20,9 @@ pub enum XdsMode {
 
 /// Name of the static cluster through which Envoy reaches the control plane.
 pub const XDS_CLUSTER: &str = "xds_cluster";
+
+mod address;
+mod config_source;
+
+pub use address::{socket_address, LOCALHOST};
+pub use config_source::{config_source, REST_REFRESH_DELAY};
