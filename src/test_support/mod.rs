@@ -22,7 +22,13 @@ pub enum XdsMode {
 pub const XDS_CLUSTER: &str = "xds_cluster";
 
 mod address;
+mod cluster;
 mod config_source;
+mod endpoint;
+mod route;
 
 pub use address::{socket_address, LOCALHOST};
+pub use cluster::make_cluster;
 pub use config_source::{config_source, REST_REFRESH_DELAY};
+pub use endpoint::make_endpoint;
+pub use route::{make_route_config, make_scoped_route_config, make_virtual_host};
