@@ -25,10 +25,15 @@ mod address;
 mod cluster;
 mod config_source;
 mod endpoint;
+mod listener;
 mod route;
 
 pub use address::{socket_address, LOCALHOST};
 pub use cluster::make_cluster;
 pub use config_source::{config_source, REST_REFRESH_DELAY};
 pub use endpoint::make_endpoint;
+pub use listener::{
+    make_http_listener, make_http_listener_default_chain, make_scoped_route_http_listener,
+    make_scoped_route_http_listener_for_route, make_tcp_listener, HCM_TYPE_URL, SCOPE_KEY_HEADER,
+};
 pub use route::{make_route_config, make_scoped_route_config, make_virtual_host};
