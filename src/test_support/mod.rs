@@ -27,6 +27,8 @@ mod config_source;
 mod endpoint;
 mod listener;
 mod route;
+mod runtime;
+mod secret;
 
 pub use address::{socket_address, LOCALHOST};
 pub use cluster::make_cluster;
@@ -37,3 +39,5 @@ pub use listener::{
     make_scoped_route_http_listener_for_route, make_tcp_listener, HCM_TYPE_URL, SCOPE_KEY_HEADER,
 };
 pub use route::{make_route_config, make_scoped_route_config, make_virtual_host};
+pub use runtime::make_runtime;
+pub use secret::{add_downstream_tls, make_tls_secret, make_validation_secret};
