@@ -25,6 +25,7 @@ mod address;
 mod cluster;
 mod config_source;
 mod endpoint;
+mod extension;
 mod listener;
 mod route;
 mod runtime;
@@ -34,6 +35,7 @@ pub use address::{socket_address, LOCALHOST};
 pub use cluster::make_cluster;
 pub use config_source::{config_source, REST_REFRESH_DELAY};
 pub use endpoint::make_endpoint;
+pub use extension::{make_extension_config, make_http_listener_with_ecds, ECDS_FILTER_TYPE_URL};
 pub use listener::{
     make_http_listener, make_http_listener_default_chain, make_scoped_route_http_listener,
     make_scoped_route_http_listener_for_route, make_tcp_listener, HCM_TYPE_URL, SCOPE_KEY_HEADER,
