@@ -20,3 +20,33 @@ pub enum XdsMode {
 
 /// Name of the static cluster through which Envoy reaches the control plane.
 pub const XDS_CLUSTER: &str = "xds_cluster";
+
+mod address;
+mod cluster;
+mod config_source;
+mod endpoint;
+mod expectation;
+mod extension;
+mod listener;
+mod route;
+mod runtime;
+mod secret;
+mod test_resources;
+
+pub use address::{socket_address, LOCALHOST};
+pub use cluster::make_cluster;
+pub use config_source::{config_source, REST_REFRESH_DELAY};
+pub use endpoint::make_endpoint;
+pub use expectation::{ListenerExpectation, ListenerKind};
+pub use extension::{make_extension_config, make_http_listener_with_ecds, ECDS_FILTER_TYPE_URL};
+pub use listener::{
+    make_http_listener, make_http_listener_default_chain, make_scoped_route_http_listener,
+    make_scoped_route_http_listener_for_route, make_tcp_listener, HCM_TYPE_URL, SCOPE_KEY_HEADER,
+};
+pub use route::{make_route_config, make_scoped_route_config, make_virtual_host};
+pub use runtime::make_runtime;
+pub use secret::{add_downstream_tls, make_tls_secret, make_validation_secret};
+pub use test_resources::{
+    GeneratedResources, TestResources, TestResourcesError, TlsMaterial, ECDS_RESPONSE_HEADER,
+    TLS_SECRET_NAME,
+};
