@@ -107,6 +107,26 @@ pub struct GeneratedResources {
     pub runtime_layer_names: Vec<String>,
 }
 
+impl GeneratedResources {
+    /// A snapshot holding every generated resource at `version`.
+    pub fn snapshot(
+        &self,
+        version: &str,
+    ) -> Result<crate::cache::Snapshot, crate::cache::SnapshotError> {
+        crate::cache::Snapshot::builder(version)
+            .clusters(self.clusters.iter().cloned())
+            .endpoints(self.endpoints.iter().cloned())
+            .routes(self.routes.iter().cloned())
+            .listeners(self.listeners.iter().cloned())
+            .scoped_routes(self.scoped_routes.iter().cloned())
+            .secrets(self.secrets.iter().cloned())
+            .runtimes(self.runtimes.iter().cloned())
+            .extension_configs(self.extension_configs.iter().cloned())
+            .virtual_hosts(self.virtual_hosts.iter().cloned())
+            .build()
+    }
+}
+
 /// Why a [`TestResources`] cannot be generated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TestResourcesError {

@@ -407,3 +407,14 @@ fn empty_parameters_give_empty_resources() {
         .expect("generates");
     assert_eq!(g, GeneratedResources::default());
 }
+
+#[test]
+fn generated_snapshots_are_consistent_in_every_mode() {
+    for mode in ALL_MODES {
+        for tls in [false, true] {
+            let generated = params(mode, 4, tls).generate().unwrap();
+            let snapshot = generated.snapshot("v4").unwrap();
+            assert_eq!(snapshot.consistent(), Ok(()), "{mode:?} tls={tls}");
+        }
+    }
+}
