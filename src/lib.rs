@@ -38,3 +38,8 @@ pub mod test_support;
 
 pub use cache::{Cache, IdHash, NodeHash, Snapshot, SnapshotCache};
 pub use server::{Callbacks, Server};
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
