@@ -20,3 +20,6 @@ pub enum XdsMode {
 
 /// Name of the static cluster through which Envoy reaches the control plane.
 pub const XDS_CLUSTER: &str = "xds_cluster";
+
+#[cfg(feature = "envoy-harness")]
+pub mod envoy;
