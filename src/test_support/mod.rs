@@ -50,3 +50,5 @@ pub use test_resources::{
     GeneratedResources, TestResources, TestResourcesError, TlsMaterial, ECDS_RESPONSE_HEADER,
     TLS_SECRET_NAME,
 };
+#[cfg(feature = "envoy-harness")]
+pub mod envoy;
