@@ -1,7 +1,7 @@
 //! A resource serialized once, shared by every node and stream that gets it.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use envoy_types::pb::google::protobuf::Any;
@@ -20,6 +20,8 @@ struct Inner {
     name: Arc<str>,
     type_url: Arc<str>,
     bytes: Bytes,
+    /// Delta version, computed on first use: SotW-only servers never pay.
+    version: OnceLock<Arc<str>>,
 }
 
 impl EncodedResource {
@@ -38,6 +40,7 @@ impl EncodedResource {
             name: Arc::from(name),
             type_url: Arc::from(type_url),
             bytes,
+            version: OnceLock::new(),
         }))
     }
 
@@ -59,6 +62,17 @@ impl EncodedResource {
     /// The serialized message.
     pub fn bytes(&self) -> &Bytes {
         &self.0.bytes
+    }
+
+    /// The per-resource version incremental (delta) xDS uses: a digest of
+    /// the content, equal for equal content in every process. Computed once.
+    pub fn version(&self) -> &Arc<str> {
+        self.0.version.get_or_init(|| {
+            Arc::from(super::version_hash::resource_version(
+                &self.0.type_url,
+                &self.0.bytes,
+            ))
+        })
     }
 
     /// The resource as a protobuf `Any`, as it goes into a response.
@@ -108,6 +122,9 @@ mod tests {
         assert_eq!(encoded.decode::<Cluster>().unwrap(), cluster);
         let copy = encoded.clone();
         assert!(copy.ptr_eq(&encoded));
+        assert!(Arc::ptr_eq(copy.version(), encoded.version()));
+        let same = EncodedResource::from_message(&cluster);
+        assert_eq!(same.version(), encoded.version());
         let any = encoded.to_any();
         assert_eq!(any.type_url, type_url::CLUSTER);
         assert_eq!(any.value, cluster.encode_to_vec());

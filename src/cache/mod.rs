@@ -10,6 +10,7 @@ mod snapshot_cache;
 mod sotw_response;
 mod status;
 mod subscription;
+mod version_hash;
 mod watch;
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
