@@ -3,6 +3,7 @@
 //! plug into the same server.
 
 mod consistency;
+mod delta_response;
 mod encoded;
 mod node_hash;
 mod snapshot;
@@ -22,7 +23,10 @@ pub use snapshot::{Snapshot, SnapshotBuilder, SnapshotError, TypeResources};
 pub use snapshot_cache::SnapshotCache;
 pub use status::StatusInfo;
 pub use subscription::{ReturnedResources, Subscription, WILDCARD};
-pub use watch::{ResponseQueue, ResponseSink, SotwResponse, WatchHandle, WatchRequest};
+pub use watch::{
+    DeltaResponse, DeltaWatchRequest, ResponseQueue, ResponseSink, SotwResponse, WatchHandle,
+    WatchRequest,
+};
 
 /// Errors a cache reports when opening a watch; the stream ends with them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +66,14 @@ pub trait Cache: Send + Sync + 'static {
         sink: ResponseSink<SotwResponse>,
     ) -> Result<WatchHandle, CacheError>;
 
+    /// Opens an incremental (delta) watch, answered like
+    /// [`create_watch`](Cache::create_watch)'s.
+    fn create_delta_watch(
+        &self,
+        request: DeltaWatchRequest,
+        sink: ResponseSink<DeltaResponse>,
+    ) -> Result<WatchHandle, CacheError>;
+
     /// Answers a one-off request (REST or unary `Fetch*`).
     fn fetch(&self, request: &DiscoveryRequest) -> Result<SotwResponse, FetchError>;
 }
@@ -73,6 +85,14 @@ impl<C: Cache + ?Sized> Cache for std::sync::Arc<C> {
         sink: ResponseSink<SotwResponse>,
     ) -> Result<WatchHandle, CacheError> {
         (**self).create_watch(request, sink)
+    }
+
+    fn create_delta_watch(
+        &self,
+        request: DeltaWatchRequest,
+        sink: ResponseSink<DeltaResponse>,
+    ) -> Result<WatchHandle, CacheError> {
+        (**self).create_delta_watch(request, sink)
     }
 
     fn fetch(&self, request: &DiscoveryRequest) -> Result<SotwResponse, FetchError> {

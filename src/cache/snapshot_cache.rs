@@ -10,10 +10,11 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use parking_lot::{Mutex, RwLock};
 
+use super::delta_response::delta_response;
 use super::sotw_response::sotw_response;
 use super::{
-    Cache, CacheError, FetchError, IdHash, NodeHash, ResponseSink, Snapshot, SotwResponse,
-    StatusInfo, Subscription, WatchHandle, WatchRequest,
+    Cache, CacheError, DeltaResponse, DeltaWatchRequest, FetchError, IdHash, NodeHash,
+    ResponseSink, Snapshot, SotwResponse, StatusInfo, Subscription, WatchHandle, WatchRequest,
 };
 use crate::resource;
 
@@ -54,6 +55,7 @@ struct Inner<H> {
 struct NodeState {
     snapshot: Option<Snapshot>,
     watches: HashMap<u64, Watch>,
+    delta_watches: HashMap<u64, DeltaWatch>,
     node: Option<Node>,
     last_watch_request: Option<SystemTime>,
 }
@@ -61,6 +63,42 @@ struct NodeState {
 struct Watch {
     request: WatchRequest,
     sink: ResponseSink<SotwResponse>,
+}
+
+struct DeltaWatch {
+    request: DeltaWatchRequest,
+    sink: ResponseSink<DeltaResponse>,
+}
+
+fn delta_answer(snapshot: &Snapshot, watch: &DeltaWatchRequest) -> Option<DeltaResponse> {
+    delta_response(snapshot.by_type_url(watch.type_url())?, watch)
+}
+
+impl NodeState {
+    fn touch(&mut self, node: Option<&Node>) {
+        self.last_watch_request = Some(SystemTime::now());
+        if let Some(node) = node {
+            if self.node.as_ref() != Some(node) {
+                self.node = Some(node.clone());
+            }
+        }
+    }
+}
+
+/// Takes out of `watches` every watch `answer` has a response for.
+fn take_answered<W, R>(
+    watches: &mut HashMap<u64, W>,
+    answer: impl Fn(&W) -> Option<R>,
+    sink: impl Fn(W) -> ResponseSink<R>,
+) -> Vec<(ResponseSink<R>, R)> {
+    let ready: Vec<(u64, R)> = watches
+        .iter()
+        .filter_map(|(id, watch)| answer(watch).map(|r| (*id, r)))
+        .collect();
+    ready
+        .into_iter()
+        .filter_map(|(id, response)| watches.remove(&id).map(|w| (sink(w), response)))
+        .collect()
 }
 
 impl<H: NodeHash> SnapshotCache<H> {
@@ -82,21 +120,22 @@ impl<H: NodeHash> SnapshotCache<H> {
     /// that node that is now stale. Never blocks on a stream.
     pub fn set_snapshot(&self, node: &str, snapshot: Snapshot) {
         let ads = self.inner.ads;
-        let answers = self.with_node(node, |state| {
-            let ready: Vec<(u64, SotwResponse)> = state
-                .watches
-                .iter()
-                .filter_map(|(id, watch)| {
-                    sotw_response(&snapshot, &watch.request, ads).map(|r| (*id, r))
-                })
-                .collect();
+        let (answers, delta_answers) = self.with_node(node, |state| {
+            let answers = take_answered(
+                &mut state.watches,
+                |w| sotw_response(&snapshot, &w.request, ads),
+                |w| w.sink,
+            );
+            let delta_answers = take_answered(
+                &mut state.delta_watches,
+                |w| delta_answer(&snapshot, &w.request),
+                |w| w.sink,
+            );
             state.snapshot = Some(snapshot);
-            ready
-                .into_iter()
-                .filter_map(|(id, response)| state.watches.remove(&id).map(|w| (w.sink, response)))
-                .collect::<Vec<_>>()
+            (answers, delta_answers)
         });
-        deliver_in_ads_order(answers);
+        deliver_in_ads_order(answers, SotwResponse::type_url);
+        deliver_in_ads_order(delta_answers, DeltaResponse::type_url);
     }
 
     /// The snapshot stored for a node key.
@@ -114,7 +153,7 @@ impl<H: NodeHash> SnapshotCache<H> {
         let Some(entry) = nodes.get(node) else { return };
         let mut state = entry.lock();
         state.snapshot = None;
-        let idle = state.watches.is_empty();
+        let idle = state.watches.is_empty() && state.delta_watches.is_empty();
         drop(state);
         if idle {
             nodes.remove(node);
@@ -128,6 +167,7 @@ impl<H: NodeHash> SnapshotCache<H> {
         Some(StatusInfo {
             node: state.node.clone(),
             num_watches: state.watches.len(),
+            num_delta_watches: state.delta_watches.len(),
             last_watch_request_time: state.last_watch_request,
         })
     }
@@ -161,8 +201,8 @@ impl<H: NodeHash> SnapshotCache<H> {
 
 /// Delivers answers in ADS order (clusters before endpoints, listeners
 /// before routes), so a stream receiving several sends them in that order.
-fn deliver_in_ads_order(mut answers: Vec<(ResponseSink<SotwResponse>, SotwResponse)>) {
-    answers.sort_by_key(|(_, response)| resource::response_order(response.type_url()));
+fn deliver_in_ads_order<R>(mut answers: Vec<(ResponseSink<R>, R)>, type_url: impl Fn(&R) -> &str) {
+    answers.sort_by_key(|(_, response)| resource::response_order(type_url(response)));
     for (sink, response) in answers {
         sink.send(response);
     }
@@ -178,10 +218,7 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
         let ads = self.inner.ads;
         let watch_id = self.inner.next_watch_id.fetch_add(1, Ordering::Relaxed);
         let entry = self.with_node(&key, |state| {
-            state.last_watch_request = Some(SystemTime::now());
-            if request.node().is_some() {
-                state.node = request.node().cloned();
-            }
+            state.touch(request.node());
             let answer = state
                 .snapshot
                 .as_ref()
@@ -190,6 +227,43 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
                 Some(response) => Err((sink, response)),
                 None => {
                     state.watches.insert(watch_id, Watch { request, sink });
+                    Ok(())
+                }
+            }
+        });
+        match entry {
+            Err((sink, response)) => {
+                sink.send(response);
+                Ok(WatchHandle::answered())
+            }
+            Ok(()) => {
+                let nodes = Arc::downgrade(&self.inner);
+                Ok(WatchHandle::new(move || {
+                    cancel_watch(&nodes, &key, watch_id)
+                }))
+            }
+        }
+    }
+
+    fn create_delta_watch(
+        &self,
+        request: DeltaWatchRequest,
+        sink: ResponseSink<DeltaResponse>,
+    ) -> Result<WatchHandle, CacheError> {
+        let key = self.inner.hash.id(request.node());
+        let watch_id = self.inner.next_watch_id.fetch_add(1, Ordering::Relaxed);
+        let entry = self.with_node(&key, |state| {
+            state.touch(request.node());
+            match state
+                .snapshot
+                .as_ref()
+                .and_then(|s| delta_answer(s, &request))
+            {
+                Some(response) => Err((sink, response)),
+                None => {
+                    state
+                        .delta_watches
+                        .insert(watch_id, DeltaWatch { request, sink });
                     Ok(())
                 }
             }
@@ -232,7 +306,10 @@ fn cancel_watch<H>(inner: &Weak<Inner<H>>, key: &str, watch_id: u64) {
     let Some(inner) = inner.upgrade() else { return };
     let nodes = inner.nodes.read();
     if let Some(entry) = nodes.get(key) {
-        entry.lock().watches.remove(&watch_id);
+        let mut state = entry.lock();
+        if state.watches.remove(&watch_id).is_none() {
+            state.delta_watches.remove(&watch_id);
+        }
     }
 }
 

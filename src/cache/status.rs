@@ -10,8 +10,10 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 pub struct StatusInfo {
     /// The node as last sent by one of its streams.
     pub node: Option<Node>,
-    /// Number of open (unanswered) watches.
+    /// Number of open (unanswered) state-of-the-world watches.
     pub num_watches: usize,
+    /// Number of open (unanswered) incremental (delta) watches.
+    pub num_delta_watches: usize,
     /// When a stream of this node last opened a watch.
     pub last_watch_request_time: Option<SystemTime>,
 }

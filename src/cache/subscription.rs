@@ -73,6 +73,74 @@ impl Subscription {
         }
     }
 
+    /// An incremental (delta) subscription from a first request: the names
+    /// it subscribes and unsubscribes, and the versions the client already
+    /// has (`initial_resource_versions`), which are not sent again.
+    pub fn delta(
+        subscribe: &[String],
+        unsubscribe: &[String],
+        initial_versions: &HashMap<String, String>,
+        allow_legacy_wildcard: bool,
+    ) -> Self {
+        let mut sub = Subscription {
+            wildcard: subscribe.is_empty() && allow_legacy_wildcard,
+            allow_legacy_wildcard,
+            returned: initial_versions
+                .iter()
+                .map(|(name, version)| (Arc::from(name.as_str()), Arc::from(version.as_str())))
+                .collect(),
+            ..Default::default()
+        };
+        sub.update_delta(subscribe, unsubscribe);
+        sub
+    }
+
+    /// Applies a later delta request. Subscribing or unsubscribing `*`
+    /// toggles wildcard; naming resources does not end a wildcard. A name
+    /// unsubscribed while wildcard is marked unknown, so it is either sent
+    /// again or reported removed, as the protocol requires.
+    pub fn update_delta(&mut self, subscribe: &[String], unsubscribe: &[String]) {
+        if self.allow_legacy_wildcard {
+            if subscribe.is_empty() {
+                return;
+            }
+            self.allow_legacy_wildcard = false;
+        }
+        for name in subscribe {
+            if name == WILDCARD {
+                self.wildcard = true;
+            } else if let Some(prefix) = glob_prefix(name) {
+                if !self.prefixes.iter().any(|p| p == prefix) {
+                    self.prefixes.push(prefix.to_string());
+                }
+            } else {
+                self.names.insert(name.clone());
+            }
+        }
+        for name in unsubscribe {
+            if name == WILDCARD {
+                self.wildcard = false;
+            } else if let Some(prefix) = glob_prefix(name) {
+                self.prefixes.retain(|p| p != prefix);
+                // The client drops what it no longer wants; forget it too.
+                let (wildcard, names, prefixes) = (self.wildcard, &self.names, &self.prefixes);
+                self.returned.retain(|n, _| {
+                    !n.starts_with(prefix)
+                        || wildcard
+                        || names.contains(&**n)
+                        || matches_prefix(prefixes, n)
+                });
+            } else {
+                if self.names.remove(name.as_str()) && self.wildcard {
+                    self.returned
+                        .insert(Arc::from(name.as_str()), Arc::from(""));
+                } else {
+                    self.returned.remove(name.as_str());
+                }
+            }
+        }
+    }
+
     /// Whether every resource of the type is subscribed.
     pub fn is_wildcard(&self) -> bool {
         self.wildcard
@@ -102,6 +170,12 @@ impl Subscription {
     pub fn set_returned(&mut self, returned: ReturnedResources) {
         self.returned = returned;
     }
+}
+
+/// `"svc/*"` subscribes to names starting with `"svc/"`.
+fn glob_prefix(name: &str) -> Option<&str> {
+    name.strip_suffix('*')
+        .filter(|_| name.ends_with(GLOB_SUFFIX))
 }
 
 fn matches_prefix(prefixes: &[String], name: &str) -> bool {
@@ -152,6 +226,41 @@ mod tests {
         assert!(!sub.is_wildcard());
         assert!(sub.wants("svc/a") && sub.wants("exact") && !sub.wants("svc"));
         assert_eq!(sub.prefixes(), ["svc/"]);
+    }
+
+    #[test]
+    fn delta_wildcard_toggles_with_star_only() {
+        let mut sub = Subscription::delta(&[], &[], &HashMap::new(), true);
+        assert!(sub.is_wildcard());
+        sub.update_delta(&names(&["a"]), &[]);
+        assert!(sub.is_wildcard() && sub.names().contains("a"));
+        sub.update_delta(&[], &names(&["*"]));
+        assert!(!sub.is_wildcard());
+        assert!(sub.wants("a") && !sub.wants("b"));
+        sub.update_delta(&names(&["*", "p/*"]), &[]);
+        assert!(sub.is_wildcard());
+        assert_eq!(sub.prefixes(), ["p/"]);
+        sub.update_delta(&[], &names(&["p/*"]));
+        assert!(sub.prefixes().is_empty());
+        let no_legacy = Subscription::delta(&[], &[], &HashMap::new(), false);
+        assert!(!no_legacy.is_wildcard());
+    }
+
+    #[test]
+    fn delta_unsubscribe_under_wildcard_forces_resend_or_removal() {
+        let initial: HashMap<String, String> = [
+            ("a".to_string(), "h1".to_string()),
+            ("b".to_string(), "h2".to_string()),
+        ]
+        .into();
+        let mut sub = Subscription::delta(&names(&["*", "a"]), &[], &initial, true);
+        assert_eq!(sub.returned().get("a").map(|v| &**v), Some("h1"));
+        sub.update_delta(&[], &names(&["a"]));
+        assert_eq!(sub.returned().get("a").map(|v| &**v), Some(""));
+        // Not wildcard: an unsubscribed name is simply forgotten.
+        sub.update_delta(&names(&["b"]), &names(&["*"]));
+        sub.update_delta(&[], &names(&["b"]));
+        assert!(!sub.returned().contains_key("b"));
     }
 
     #[test]

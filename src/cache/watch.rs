@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -55,6 +55,53 @@ pub struct SotwResponse {
 }
 
 impl SotwResponse {
+    /// The type URL of the response.
+    pub fn type_url(&self) -> &str {
+        &self.request.type_url
+    }
+}
+
+/// A request for incremental (delta) data of one type.
+#[derive(Debug, Clone)]
+pub struct DeltaWatchRequest {
+    /// The client's request, node filled in as for [`WatchRequest`].
+    pub request: Arc<DeltaDiscoveryRequest>,
+    /// What the stream subscribes to, and every resource version the client
+    /// has (sent, or declared in `initial_resource_versions`).
+    pub subscription: Arc<Subscription>,
+    /// Whether this is the stream's first request for the type, which a
+    /// wildcard subscription answers even when it has nothing to send.
+    pub first: bool,
+}
+
+impl DeltaWatchRequest {
+    /// The type URL asked for.
+    pub fn type_url(&self) -> &str {
+        &self.request.type_url
+    }
+
+    /// The client's node, if known.
+    pub fn node(&self) -> Option<&Node> {
+        self.request.node.as_ref()
+    }
+}
+
+/// An incremental (delta) answer to a watch: what changed and what is gone.
+#[derive(Debug, Clone)]
+pub struct DeltaResponse {
+    /// The request that opened the watch.
+    pub request: Arc<DeltaDiscoveryRequest>,
+    /// The snapshot's version of the type (`system_version_info`).
+    pub system_version: Arc<str>,
+    /// New or changed resources; each carries its own version.
+    pub resources: Vec<EncodedResource>,
+    /// Names the client has that no longer exist or are no longer wanted.
+    pub removed: Vec<String>,
+    /// What the client has once it receives this response.
+    pub returned: ReturnedResources,
+}
+
+impl DeltaResponse {
     /// The type URL of the response.
     pub fn type_url(&self) -> &str {
         &self.request.type_url

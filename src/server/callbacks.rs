@@ -2,7 +2,9 @@
 //! authorization and NACK handling.
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use tonic::Status;
 
@@ -18,7 +20,8 @@ pub struct Nack<'a> {
     pub type_url: &'a str,
     /// The version the client rejected.
     pub rejected_version: &'a str,
-    /// The version the client still runs.
+    /// The version the client still runs (state of the world; empty on
+    /// delta streams, whose versions are per resource).
     pub current_version: &'a str,
     /// The nonce of the rejected response.
     pub nonce: &'a str,
@@ -81,6 +84,39 @@ pub trait Callbacks: Send + Sync + 'static {
         let _ = (stream, nack);
     }
 
+    /// An incremental (delta) stream opened; `type_url` is empty for delta
+    /// ADS. An error ends it with that status.
+    fn on_delta_stream_open(&self, stream: StreamId, type_url: &str) -> Result<(), Status> {
+        let _ = (stream, type_url);
+        Ok(())
+    }
+
+    /// An incremental (delta) stream ended, after its watches were cancelled.
+    fn on_delta_stream_closed(&self, stream: StreamId, node: Option<&Node>) {
+        let _ = (stream, node);
+    }
+
+    /// A delta request arrived (node already filled in). An error ends the
+    /// stream with it.
+    fn on_stream_delta_request(
+        &self,
+        stream: StreamId,
+        request: &DeltaDiscoveryRequest,
+    ) -> Result<(), Status> {
+        let _ = (stream, request);
+        Ok(())
+    }
+
+    /// A delta response is about to be sent for the watch `request` opened.
+    fn on_stream_delta_response(
+        &self,
+        stream: StreamId,
+        request: &DeltaDiscoveryRequest,
+        response: &DeltaDiscoveryResponse,
+    ) {
+        let _ = (stream, request, response);
+    }
+
     /// A unary or REST fetch arrived. An error fails it with that status.
     fn on_fetch_request(&self, request: &DiscoveryRequest) -> Result<(), Status> {
         let _ = request;
@@ -120,6 +156,27 @@ impl<C: Callbacks + ?Sized> Callbacks for std::sync::Arc<C> {
     }
     fn on_stream_nack(&self, stream: StreamId, nack: &Nack<'_>) {
         (**self).on_stream_nack(stream, nack)
+    }
+    fn on_delta_stream_open(&self, stream: StreamId, type_url: &str) -> Result<(), Status> {
+        (**self).on_delta_stream_open(stream, type_url)
+    }
+    fn on_delta_stream_closed(&self, stream: StreamId, node: Option<&Node>) {
+        (**self).on_delta_stream_closed(stream, node)
+    }
+    fn on_stream_delta_request(
+        &self,
+        stream: StreamId,
+        request: &DeltaDiscoveryRequest,
+    ) -> Result<(), Status> {
+        (**self).on_stream_delta_request(stream, request)
+    }
+    fn on_stream_delta_response(
+        &self,
+        stream: StreamId,
+        request: &DeltaDiscoveryRequest,
+        response: &DeltaDiscoveryResponse,
+    ) {
+        (**self).on_stream_delta_response(stream, request, response)
     }
     fn on_fetch_request(&self, request: &DiscoveryRequest) -> Result<(), Status> {
         (**self).on_fetch_request(request)

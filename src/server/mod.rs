@@ -19,16 +19,20 @@
 //! ```
 
 mod callbacks;
+mod delta;
 mod fetch;
 mod services;
 mod sotw;
+mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
 
 pub use callbacks::{Callbacks, Nack, StreamId};
 pub use services::{DeltaResponseStream, SotwResponseStream};
@@ -128,27 +132,74 @@ impl Server {
     /// Opens a state-of-the-world stream; `service_type` is `None` for ADS.
     fn open_sotw(
         &self,
-        request: tonic::Request<
-            tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest>,
-        >,
+        request: Request<Streaming<DiscoveryRequest>>,
         service_type: Option<&'static str>,
-    ) -> Result<tonic::Response<SotwResponseStream>, tonic::Status> {
+    ) -> Result<Response<SotwResponseStream>, Status> {
+        let callbacks = &self.shared.callbacks;
+        let ctx = self.open_stream(
+            service_type,
+            |id, t| callbacks.on_stream_open(id, t),
+            |id| callbacks.on_stream_closed(id, None),
+        )?;
+        Ok(Response::new(
+            self.spawn(sotw::SotwStream::new(ctx), request.into_inner()),
+        ))
+    }
+
+    /// Opens an incremental (delta) stream; `service_type` is `None` for ADS.
+    fn open_delta(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+        service_type: Option<&'static str>,
+    ) -> Result<Response<DeltaResponseStream>, Status> {
+        let callbacks = &self.shared.callbacks;
+        let ctx = self.open_stream(
+            service_type,
+            |id, t| callbacks.on_delta_stream_open(id, t),
+            |id| callbacks.on_delta_stream_closed(id, None),
+        )?;
+        let stream = self.spawn(delta::DeltaStream::new(ctx), request.into_inner());
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    /// Numbers a new stream and runs the open callback; a refused stream is
+    /// reported closed.
+    fn open_stream(
+        &self,
+        service_type: Option<&'static str>,
+        on_open: impl FnOnce(StreamId, &str) -> Result<(), Status>,
+        on_refused: impl FnOnce(StreamId),
+    ) -> Result<stream::StreamContext, Status> {
         if self.shared.shutdown.is_cancelled() {
-            return Err(tonic::Status::unavailable("xDS server is shutting down"));
+            return Err(Status::unavailable("xDS server is shutting down"));
         }
         let id = self.shared.next_stream_id.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::clone(&self.shared);
-        if let Err(status) = shared
-            .callbacks
-            .on_stream_open(id, service_type.unwrap_or(""))
-        {
-            shared.callbacks.on_stream_closed(id, None);
+        if let Err(status) = on_open(id, service_type.unwrap_or("")) {
+            on_refused(id);
             return Err(status);
         }
+        Ok(stream::StreamContext::new(
+            id,
+            Arc::clone(&self.shared),
+            service_type,
+        ))
+    }
+
+    /// Runs a protocol on its own task; the returned stream carries its
+    /// messages to tonic.
+    fn spawn<P, S>(&self, protocol: P, requests: S) -> ReceiverStream<Result<P::Response, Status>>
+    where
+        P: stream::Protocol,
+        S: futures::Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
+    {
         let (out, rx) = mpsc::channel(self.shared.options.send_buffer.max(1));
-        let stream = sotw::SotwStream::new(id, shared, service_type);
-        tokio::spawn(stream.run(request.into_inner(), out));
-        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+        tokio::spawn(stream::drive(
+            protocol,
+            requests,
+            out,
+            Arc::clone(&self.shared),
+        ));
+        ReceiverStream::new(rx)
     }
 }
 

@@ -15,6 +15,9 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::{
     EndpointDiscoveryService, EndpointDiscoveryServiceServer,
 };
+use envoy_types::pb::envoy::service::endpoint::v3::locality_endpoint_discovery_service_server::{
+    LocalityEndpointDiscoveryService, LocalityEndpointDiscoveryServiceServer,
+};
 use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::{
     ExtensionConfigDiscoveryService, ExtensionConfigDiscoveryServiceServer,
 };
@@ -26,6 +29,9 @@ use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::
 };
 use envoy_types::pb::envoy::service::route::v3::scoped_routes_discovery_service_server::{
     ScopedRoutesDiscoveryService, ScopedRoutesDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::route::v3::virtual_host_discovery_service_server::{
+    VirtualHostDiscoveryService, VirtualHostDiscoveryServiceServer,
 };
 use envoy_types::pb::envoy::service::runtime::v3::runtime_discovery_service_server::{
     RuntimeDiscoveryService, RuntimeDiscoveryServiceServer,
@@ -47,12 +53,6 @@ pub type SotwResponseStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
 pub type DeltaResponseStream =
     Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
 
-fn delta_not_served() -> Status {
-    Status::unimplemented(
-        "incremental (delta) xDS is not served by this server version; use state-of-the-world",
-    )
-}
-
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for Server {
     type StreamAggregatedResourcesStream = SotwResponseStream;
@@ -67,9 +67,9 @@ impl AggregatedDiscoveryService for Server {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<DeltaResponseStream>, Status> {
-        Err(delta_not_served())
+        self.open_delta(request, None)
     }
 }
 
@@ -103,9 +103,9 @@ macro_rules! per_type_service {
 
                 async fn $delta_fn(
                     &self,
-                    _request: Request<Streaming<DeltaDiscoveryRequest>>,
+                    request: Request<Streaming<DeltaDiscoveryRequest>>,
                 ) -> Result<Response<DeltaResponseStream>, Status> {
-                    Err(delta_not_served())
+                    self.open_delta(request, Some($type_url))
                 }
 
                 async fn $fetch_fn(
@@ -120,9 +120,46 @@ macro_rules! per_type_service {
 }
 
 impl Server {
-    /// The aggregated discovery service (ADS), ready to register.
+    /// The aggregated discovery service (ADS, state of the world and delta),
+    /// ready to register.
     pub fn ads_service(&self) -> AggregatedDiscoveryServiceServer<Server> {
         AggregatedDiscoveryServiceServer::new(self.clone())
+    }
+
+    /// The locality endpoint discovery service (LEDS, delta only), ready to
+    /// register.
+    pub fn leds_service(&self) -> LocalityEndpointDiscoveryServiceServer<Server> {
+        LocalityEndpointDiscoveryServiceServer::new(self.clone())
+    }
+
+    /// The virtual host discovery service (VHDS, delta only), ready to
+    /// register.
+    pub fn vhds_service(&self) -> VirtualHostDiscoveryServiceServer<Server> {
+        VirtualHostDiscoveryServiceServer::new(self.clone())
+    }
+}
+
+#[tonic::async_trait]
+impl LocalityEndpointDiscoveryService for Server {
+    type DeltaLocalityEndpointsStream = DeltaResponseStream;
+
+    async fn delta_locality_endpoints(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaResponseStream>, Status> {
+        self.open_delta(request, Some(type_url::LB_ENDPOINT))
+    }
+}
+
+#[tonic::async_trait]
+impl VirtualHostDiscoveryService for Server {
+    type DeltaVirtualHostsStream = DeltaResponseStream;
+
+    async fn delta_virtual_hosts(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaResponseStream>, Status> {
+        self.open_delta(request, Some(type_url::VIRTUAL_HOST))
     }
 }
 

@@ -1,0 +1,189 @@
+//! Decides what an incremental (delta) watch gets from a set of resources.
+
+use std::sync::Arc;
+
+use super::{DeltaResponse, DeltaWatchRequest, EncodedResource, TypeResources};
+
+/// Evaluates a delta watch: `Some` is the answer to send now, `None` means
+/// hold the watch until the resources change.
+///
+/// Sends every wanted resource whose version differs from what the client
+/// has, and removes every name the client has that is gone. A wildcard
+/// subscription's first request is answered even when empty, so the client
+/// can finish initializing.
+pub(crate) fn delta_response(
+    resources: &TypeResources,
+    watch: &DeltaWatchRequest,
+) -> Option<DeltaResponse> {
+    let sub = &watch.subscription;
+    let known = sub.returned();
+    let changed = |r: &&EncodedResource| known.get(r.name()).is_none_or(|v| v != r.version());
+    let send: Vec<EncodedResource> = if sub.is_wildcard() || !sub.prefixes().is_empty() {
+        resources
+            .resources()
+            .iter()
+            .filter(|r| sub.wants(r.name()))
+            .filter(changed)
+            .cloned()
+            .collect()
+    } else {
+        let mut names: Vec<&String> = sub.names().iter().collect();
+        names.sort();
+        names
+            .into_iter()
+            .filter_map(|n| resources.get(n))
+            .filter(changed)
+            .cloned()
+            .collect()
+    };
+    let mut removed: Vec<String> = known
+        .keys()
+        .filter(|name| !resources.contains(name))
+        .map(|name| name.to_string())
+        .collect();
+    removed.sort();
+    if send.is_empty() && removed.is_empty() && !(watch.first && sub.is_wildcard()) {
+        return None;
+    }
+    let mut returned = known.clone();
+    for name in &removed {
+        returned.remove(name.as_str());
+    }
+    for r in &send {
+        returned.insert(Arc::clone(r.shared_name()), Arc::clone(r.version()));
+    }
+    Some(DeltaResponse {
+        request: Arc::clone(&watch.request),
+        system_version: Arc::clone(resources.shared_version()),
+        resources: send,
+        removed,
+        returned,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{Snapshot, Subscription};
+    use crate::resource::{type_url, ResourceType};
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+    use std::collections::HashMap;
+
+    fn cla(name: &str, marker: u32) -> ClusterLoadAssignment {
+        ClusterLoadAssignment {
+            cluster_name: name.into(),
+            policy: Some(Default::default()).filter(|_| marker > 0),
+            ..Default::default()
+        }
+    }
+
+    fn snapshot(items: &[(&str, u32)]) -> Snapshot {
+        Snapshot::builder("s1")
+            .endpoints(items.iter().map(|(n, m)| cla(n, *m)))
+            .build()
+            .unwrap()
+    }
+
+    fn eds(snapshot: &Snapshot) -> &TypeResources {
+        snapshot.of_type(ResourceType::Endpoint)
+    }
+
+    fn watch(sub: Subscription, first: bool) -> DeltaWatchRequest {
+        DeltaWatchRequest {
+            request: Arc::new(DeltaDiscoveryRequest {
+                type_url: type_url::ENDPOINT.into(),
+                ..Default::default()
+            }),
+            subscription: Arc::new(sub),
+            first,
+        }
+    }
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn sent(resp: &DeltaResponse) -> Vec<&str> {
+        resp.resources.iter().map(|r| r.name()).collect()
+    }
+
+    #[test]
+    fn sends_only_what_the_client_lacks() {
+        let snap = snapshot(&[("a", 0), ("b", 0)]);
+        let sub = Subscription::delta(&strings(&["a", "b", "zz"]), &[], &HashMap::new(), true);
+        let first = delta_response(eds(&snap), &watch(sub, true)).unwrap();
+        assert_eq!(sent(&first), ["a", "b"]);
+        assert_eq!(&*first.system_version, "s1");
+        assert!(first.removed.is_empty());
+
+        let mut sub = Subscription::delta(&strings(&["a", "b"]), &[], &HashMap::new(), true);
+        sub.set_returned(first.returned.clone());
+        assert!(delta_response(eds(&snap), &watch(sub.clone(), false)).is_none());
+
+        // b changes, a does not: only b is sent.
+        let next = snapshot(&[("a", 0), ("b", 1)]);
+        let resp = delta_response(eds(&next), &watch(sub, false)).unwrap();
+        assert_eq!(sent(&resp), ["b"]);
+    }
+
+    #[test]
+    fn initial_versions_are_not_resent() {
+        let snap = snapshot(&[("a", 0), ("b", 0)]);
+        let a_version = eds(&snap).get("a").unwrap().version().to_string();
+        let initial: HashMap<String, String> = [
+            ("a".to_string(), a_version),
+            ("gone".to_string(), "x".to_string()),
+        ]
+        .into();
+        let sub = Subscription::delta(&strings(&["a", "b", "gone"]), &[], &initial, true);
+        let resp = delta_response(eds(&snap), &watch(sub, true)).unwrap();
+        assert_eq!(sent(&resp), ["b"]);
+        assert_eq!(resp.removed, ["gone"]);
+        assert!(!resp.returned.contains_key("gone"));
+    }
+
+    #[test]
+    fn first_wildcard_request_is_answered_even_when_empty() {
+        let empty = snapshot(&[]);
+        let sub = Subscription::delta(&[], &[], &HashMap::new(), true);
+        let resp = delta_response(eds(&empty), &watch(sub.clone(), true)).unwrap();
+        assert!(resp.resources.is_empty() && resp.removed.is_empty());
+        assert!(delta_response(eds(&empty), &watch(sub, false)).is_none());
+        let named = Subscription::delta(&strings(&["a"]), &[], &HashMap::new(), false);
+        assert!(delta_response(eds(&empty), &watch(named, true)).is_none());
+    }
+
+    #[test]
+    fn deleted_resources_are_removed() {
+        let before = snapshot(&[("a", 0), ("b", 0)]);
+        let sub = Subscription::delta(&[], &[], &HashMap::new(), true);
+        let first = delta_response(eds(&before), &watch(sub.clone(), true)).unwrap();
+        let mut sub = sub;
+        sub.set_returned(first.returned);
+        let after = snapshot(&[("b", 0)]);
+        let resp = delta_response(eds(&after), &watch(sub, false)).unwrap();
+        assert!(resp.resources.is_empty());
+        assert_eq!(resp.removed, ["a"]);
+        assert_eq!(resp.returned.len(), 1);
+    }
+
+    #[test]
+    fn unsubscribing_under_wildcard_resends() {
+        let snap = snapshot(&[("a", 0)]);
+        let mut sub = Subscription::delta(&strings(&["*", "a"]), &[], &HashMap::new(), true);
+        let first = delta_response(eds(&snap), &watch(sub.clone(), true)).unwrap();
+        sub.set_returned(first.returned);
+        sub.update_delta(&[], &strings(&["a"]));
+        let resp = delta_response(eds(&snap), &watch(sub, false)).unwrap();
+        assert_eq!(sent(&resp), ["a"]);
+    }
+
+    #[test]
+    fn prefixes_select_by_name() {
+        let snap = snapshot(&[("svc/a", 0), ("svc/b", 0), ("other", 0)]);
+        let sub = Subscription::delta(&strings(&["svc/*"]), &[], &HashMap::new(), false);
+        let resp = delta_response(eds(&snap), &watch(sub, true)).unwrap();
+        assert_eq!(sent(&resp), ["svc/a", "svc/b"]);
+    }
+}

@@ -1,0 +1,186 @@
+//! The incremental (delta) protocol, shared by delta ADS and every per-type
+//! service's `Delta*` RPC.
+//!
+//! Each request updates the type's subscription and opens a new watch; the
+//! cache answers with changed resources (each with its own version) and
+//! removed names. There is no nonce check: subscription changes apply at once.
+//! A NACK is reported; the rejected resources are not sent again because the
+//! stream records them as sent, so only a later change goes out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+use tonic::Status;
+
+use super::callbacks::Nack;
+use super::stream::{Protocol, StreamContext};
+use crate::cache::{DeltaResponse, DeltaWatchRequest, ResponseQueue, Subscription, WatchHandle};
+use crate::resource;
+
+struct TypeState {
+    subscription: Arc<Subscription>,
+    watch: Option<WatchHandle>,
+    watch_id: u64,
+    last_nonce: String,
+    last_version: Arc<str>,
+}
+
+pub(crate) struct DeltaStream {
+    ctx: StreamContext,
+    types: HashMap<String, TypeState>,
+    queue: Arc<ResponseQueue<DeltaResponse>>,
+}
+
+impl DeltaStream {
+    pub(crate) fn new(ctx: StreamContext) -> Self {
+        DeltaStream {
+            ctx,
+            types: HashMap::new(),
+            queue: ResponseQueue::new(),
+        }
+    }
+
+    fn stamp(&mut self, watch_id: u64, response: DeltaResponse) -> Option<DeltaDiscoveryResponse> {
+        let state = self.types.get_mut(response.type_url())?;
+        if state.watch_id != watch_id {
+            return None;
+        }
+        state.watch = None;
+        let resources = response
+            .resources
+            .iter()
+            .map(|r| Resource {
+                name: r.name().to_string(),
+                version: r.version().to_string(),
+                resource: Some(r.to_any()),
+                ..Default::default()
+            })
+            .collect();
+        let message = DeltaDiscoveryResponse {
+            system_version_info: response.system_version.to_string(),
+            resources,
+            type_url: response.type_url().to_string(),
+            removed_resources: response.removed,
+            nonce: self.ctx.next_nonce(),
+            ..Default::default()
+        };
+        state.last_nonce.clone_from(&message.nonce);
+        state.last_version = response.system_version;
+        Arc::make_mut(&mut state.subscription).set_returned(response.returned);
+        self.ctx.shared.callbacks.on_stream_delta_response(
+            self.ctx.id,
+            &response.request,
+            &message,
+        );
+        Some(message)
+    }
+}
+
+impl Protocol for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    type Answer = DeltaResponse;
+
+    fn queue(&self) -> Arc<ResponseQueue<DeltaResponse>> {
+        Arc::clone(&self.queue)
+    }
+
+    fn handle_request(&mut self, mut request: DeltaDiscoveryRequest) -> Result<(), Status> {
+        let ctx = &mut self.ctx;
+        ctx.backfill_node(&mut request.node);
+        ctx.check_type_url(&mut request.type_url)?;
+        ctx.shared
+            .callbacks
+            .on_stream_delta_request(ctx.id, &request)?;
+
+        let type_url = request.type_url.clone();
+        let first = !self.types.contains_key(&type_url);
+        let state = match self.types.get_mut(&type_url) {
+            Some(state) => {
+                state.watch = None;
+                Arc::make_mut(&mut state.subscription).update_delta(
+                    &request.resource_names_subscribe,
+                    &request.resource_names_unsubscribe,
+                );
+                state
+            }
+            None => {
+                ctx.check_type_budget(self.types.len())?;
+                let legacy = ctx.shared.options.legacy_wildcard.allowed_for(&type_url);
+                let subscription = Subscription::delta(
+                    &request.resource_names_subscribe,
+                    &request.resource_names_unsubscribe,
+                    &request.initial_resource_versions,
+                    legacy,
+                );
+                let state = TypeState {
+                    subscription: Arc::new(subscription),
+                    watch: None,
+                    watch_id: 0,
+                    last_nonce: String::new(),
+                    last_version: Arc::from(""),
+                };
+                self.types.entry(type_url.clone()).or_insert(state)
+            }
+        };
+
+        if let Some(error) = &request.error_detail {
+            let rejected = if request.response_nonce == state.last_nonce {
+                &*state.last_version
+            } else {
+                ""
+            };
+            let nack = Nack {
+                node: request.node.as_ref(),
+                type_url: &type_url,
+                rejected_version: rejected,
+                current_version: "",
+                nonce: &request.response_nonce,
+                error,
+            };
+            tracing::warn!(
+                stream = ctx.id,
+                type_url,
+                version = rejected,
+                error = error.message,
+                "client rejected a delta response (NACK)"
+            );
+            ctx.shared.callbacks.on_stream_nack(ctx.id, &nack);
+        }
+
+        state.watch_id = ctx.next_watch_id();
+        let watch = DeltaWatchRequest {
+            request: Arc::new(request),
+            subscription: Arc::clone(&state.subscription),
+            first,
+        };
+        let sink = self.queue.sink(state.watch_id);
+        let handle = ctx
+            .shared
+            .cache
+            .create_delta_watch(watch, sink)
+            .map_err(|e| Status::unavailable(format!("cannot watch {type_url}: {e}")))?;
+        state.watch = Some(handle);
+        Ok(())
+    }
+
+    fn take_ready(&mut self) -> Vec<DeltaDiscoveryResponse> {
+        let mut pending = self.queue.take();
+        pending.sort_by_key(|(_, response)| resource::response_order(response.type_url()));
+        pending
+            .into_iter()
+            .filter_map(|(watch_id, response)| self.stamp(watch_id, response))
+            .collect()
+    }
+
+    fn close(&mut self) {
+        self.types.clear();
+        self.ctx
+            .shared
+            .callbacks
+            .on_delta_stream_closed(self.ctx.id, self.ctx.node.as_ref());
+    }
+}

@@ -1,0 +1,163 @@
+//! The loop every xDS stream runs, state of the world or delta: read
+//! requests, send the cache's answers, stop when the client leaves or the
+//! server shuts down, then cancel every watch.
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::callbacks::StreamId;
+use super::Shared;
+use crate::cache::ResponseQueue;
+
+/// One flavour of the xDS protocol on one stream.
+pub(crate) trait Protocol: Send + 'static {
+    /// A client request.
+    type Request: Send + 'static;
+    /// A message to the client.
+    type Response: Send + 'static;
+    /// What the cache answers watches with.
+    type Answer: Send + 'static;
+
+    /// The queue the cache answers this stream's watches through.
+    fn queue(&self) -> Arc<ResponseQueue<Self::Answer>>;
+
+    /// Applies a request: may open or replace a watch. An error ends the
+    /// stream with that status.
+    fn handle_request(&mut self, request: Self::Request) -> Result<(), Status>;
+
+    /// Turns the pending answers into messages, in order, recording them as
+    /// sent.
+    fn take_ready(&mut self) -> Vec<Self::Response>;
+
+    /// Cancels every watch and reports the stream closed.
+    fn close(&mut self);
+}
+
+/// Serves one stream with `protocol` until it ends.
+pub(crate) async fn drive<P, S>(
+    mut protocol: P,
+    mut requests: S,
+    out: mpsc::Sender<Result<P::Response, Status>>,
+    shared: Arc<Shared>,
+) where
+    P: Protocol,
+    S: Stream<Item = Result<P::Request, Status>> + Unpin + Send,
+{
+    let queue = protocol.queue();
+    let shutdown = shared.shutdown.clone();
+    let ended: Result<(), Status> = 'serve: loop {
+        tokio::select! {
+            biased;
+            _ = out.closed() => break Ok(()),
+            _ = shutdown.cancelled() => break Err(Status::unavailable("xDS server is shutting down")),
+            _ = queue.notified() => {
+                for message in protocol.take_ready() {
+                    if out.send(Ok(message)).await.is_err() {
+                        break 'serve Ok(());
+                    }
+                }
+            }
+            next = requests.next() => match next {
+                Some(Ok(request)) => {
+                    if let Err(status) = protocol.handle_request(request) {
+                        break Err(status);
+                    }
+                }
+                Some(Err(status)) => {
+                    tracing::debug!(%status, "stream receive failed");
+                    break Ok(());
+                }
+                None => break Ok(()),
+            },
+        }
+    };
+    if let Err(status) = ended {
+        // The client may have stopped reading; never wait on it here.
+        let _ = out.try_send(Err(status));
+    }
+    protocol.close();
+}
+
+/// What every protocol keeps about its stream.
+pub(crate) struct StreamContext {
+    pub(crate) id: StreamId,
+    pub(crate) shared: Arc<Shared>,
+    /// The type a per-type service serves; `None` on ADS.
+    service_type: Option<&'static str>,
+    /// The node of the latest request that carried one.
+    pub(crate) node: Option<Node>,
+    nonce: u64,
+    next_watch_id: u64,
+}
+
+impl StreamContext {
+    pub(crate) fn new(
+        id: StreamId,
+        shared: Arc<Shared>,
+        service_type: Option<&'static str>,
+    ) -> Self {
+        StreamContext {
+            id,
+            shared,
+            service_type,
+            node: None,
+            nonce: 0,
+            next_watch_id: 0,
+        }
+    }
+
+    /// Remembers the request's node, or fills it in from an earlier request.
+    pub(crate) fn backfill_node(&mut self, node: &mut Option<Node>) {
+        match node {
+            Some(node) if self.node.as_ref() != Some(node) => self.node = Some(node.clone()),
+            Some(_) => {}
+            None => node.clone_from(&self.node),
+        }
+    }
+
+    /// Checks the request's type URL against the service, filling in the
+    /// service's type when the client left it empty.
+    pub(crate) fn check_type_url(&self, type_url: &mut String) -> Result<(), Status> {
+        match self.service_type {
+            None if type_url.is_empty() => Err(Status::invalid_argument(
+                "type_url is required on an aggregated (ADS) stream",
+            )),
+            None => Ok(()),
+            Some(served) if type_url.is_empty() => {
+                served.clone_into(type_url);
+                Ok(())
+            }
+            Some(served) if type_url != served => Err(Status::invalid_argument(format!(
+                "type_url {type_url:?} does not match this service, which serves {served}"
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Refuses a new type once the stream watches as many as allowed.
+    pub(crate) fn check_type_budget(&self, watched: usize) -> Result<(), Status> {
+        let max = self.shared.options.max_types_per_stream;
+        if watched >= max {
+            return Err(Status::resource_exhausted(format!(
+                "a stream may watch at most {max} types"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A fresh nonce for a response.
+    pub(crate) fn next_nonce(&mut self) -> String {
+        self.nonce += 1;
+        self.nonce.to_string()
+    }
+
+    /// A fresh id for a watch.
+    pub(crate) fn next_watch_id(&mut self) -> u64 {
+        self.next_watch_id += 1;
+        self.next_watch_id
+    }
+}
