@@ -75,12 +75,10 @@ fn delta_answer(snapshot: &Snapshot, watch: &DeltaWatchRequest) -> Option<DeltaR
 }
 
 impl NodeState {
-    fn touch(&mut self, node: Option<&Node>) {
+    fn touch(&mut self, node: Option<Node>) {
         self.last_watch_request = Some(SystemTime::now());
-        if let Some(node) = node {
-            if self.node.as_ref() != Some(node) {
-                self.node = Some(node.clone());
-            }
+        if node.is_some() && self.node != node {
+            self.node = node;
         }
     }
 }
@@ -182,6 +180,37 @@ impl<H: NodeHash> SnapshotCache<H> {
         self.inner.ads
     }
 
+    /// Opens a watch on a node: `answer_or_store` either answers it from the
+    /// node's snapshot or stores it under the id it is given. An answer is
+    /// delivered once the node's lock is released.
+    fn open_watch<R>(
+        &self,
+        key: String,
+        node: Option<Node>,
+        sink: ResponseSink<R>,
+        answer_or_store: impl FnOnce(
+            &mut NodeState,
+            u64,
+            ResponseSink<R>,
+        ) -> Option<(ResponseSink<R>, R)>,
+    ) -> WatchHandle {
+        let watch_id = self.inner.next_watch_id.fetch_add(1, Ordering::Relaxed);
+        let answered = self.with_node(&key, |state| {
+            state.touch(node);
+            answer_or_store(state, watch_id, sink)
+        });
+        match answered {
+            Some((sink, response)) => {
+                sink.send(response);
+                WatchHandle::answered()
+            }
+            None => {
+                let inner = Arc::downgrade(&self.inner);
+                WatchHandle::new(move || cancel_watch(&inner, &key, watch_id))
+            }
+        }
+    }
+
     /// Runs `f` on a node's state, creating it if needed. The map lock is
     /// held (shared) throughout so `clear_snapshot` cannot drop the state
     /// from under a watch being added to it.
@@ -214,35 +243,24 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
         request: WatchRequest,
         sink: ResponseSink<SotwResponse>,
     ) -> Result<WatchHandle, CacheError> {
-        let key = self.inner.hash.id(request.node());
         let ads = self.inner.ads;
-        let watch_id = self.inner.next_watch_id.fetch_add(1, Ordering::Relaxed);
-        let entry = self.with_node(&key, |state| {
-            state.touch(request.node());
-            let answer = state
+        let key = self.inner.hash.id(request.node());
+        Ok(self.open_watch(
+            key,
+            request.node().cloned(),
+            sink,
+            |state, watch_id, sink| match state
                 .snapshot
                 .as_ref()
-                .and_then(|s| sotw_response(s, &request, ads));
-            match answer {
-                Some(response) => Err((sink, response)),
+                .and_then(|s| sotw_response(s, &request, ads))
+            {
+                Some(response) => Some((sink, response)),
                 None => {
                     state.watches.insert(watch_id, Watch { request, sink });
-                    Ok(())
+                    None
                 }
-            }
-        });
-        match entry {
-            Err((sink, response)) => {
-                sink.send(response);
-                Ok(WatchHandle::answered())
-            }
-            Ok(()) => {
-                let nodes = Arc::downgrade(&self.inner);
-                Ok(WatchHandle::new(move || {
-                    cancel_watch(&nodes, &key, watch_id)
-                }))
-            }
-        }
+            },
+        ))
     }
 
     fn create_delta_watch(
@@ -251,35 +269,24 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
         sink: ResponseSink<DeltaResponse>,
     ) -> Result<WatchHandle, CacheError> {
         let key = self.inner.hash.id(request.node());
-        let watch_id = self.inner.next_watch_id.fetch_add(1, Ordering::Relaxed);
-        let entry = self.with_node(&key, |state| {
-            state.touch(request.node());
-            match state
+        Ok(self.open_watch(
+            key,
+            request.node().cloned(),
+            sink,
+            |state, watch_id, sink| match state
                 .snapshot
                 .as_ref()
                 .and_then(|s| delta_answer(s, &request))
             {
-                Some(response) => Err((sink, response)),
+                Some(response) => Some((sink, response)),
                 None => {
                     state
                         .delta_watches
                         .insert(watch_id, DeltaWatch { request, sink });
-                    Ok(())
+                    None
                 }
-            }
-        });
-        match entry {
-            Err((sink, response)) => {
-                sink.send(response);
-                Ok(WatchHandle::answered())
-            }
-            Ok(()) => {
-                let nodes = Arc::downgrade(&self.inner);
-                Ok(WatchHandle::new(move || {
-                    cancel_watch(&nodes, &key, watch_id)
-                }))
-            }
-        }
+            },
+        ))
     }
 
     fn fetch(&self, request: &DiscoveryRequest) -> Result<SotwResponse, FetchError> {
