@@ -100,8 +100,10 @@ impl Subscription {
     /// unsubscribed while wildcard is marked unknown, so it is either sent
     /// again or reported removed, as the protocol requires.
     pub fn update_delta(&mut self, subscribe: &[String], unsubscribe: &[String]) {
+        // Legacy wildcard lasts while requests change nothing. Unlike
+        // go-control-plane, unsubscribing `*` ends it too, as the xDS spec says.
         if self.allow_legacy_wildcard {
-            if subscribe.is_empty() {
+            if subscribe.is_empty() && unsubscribe.is_empty() {
                 return;
             }
             self.allow_legacy_wildcard = false;
@@ -242,6 +244,9 @@ mod tests {
         assert_eq!(sub.prefixes(), ["p/"]);
         sub.update_delta(&[], &names(&["p/*"]));
         assert!(sub.prefixes().is_empty());
+        let mut legacy = Subscription::delta(&[], &[], &HashMap::new(), true);
+        legacy.update_delta(&[], &names(&["*"]));
+        assert!(!legacy.is_wildcard());
         let no_legacy = Subscription::delta(&[], &[], &HashMap::new(), false);
         assert!(!no_legacy.is_wildcard());
     }

@@ -20,7 +20,7 @@ use xds_control_plane::envoy_types::pb::envoy::config::route::v3::RouteConfigura
 use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use xds_control_plane::envoy_types::pb::google::rpc::Status as RpcStatus;
-use xds_control_plane::server::{Callbacks, Nack, StreamId};
+use xds_control_plane::server::{Callbacks, Nack, ServerOptions, StreamId};
 use xds_control_plane::Server;
 
 /// How long a test waits for something that must happen.
@@ -77,6 +77,12 @@ impl Callbacks for Recorder {
             nack.error.message.clone(),
         ));
     }
+    fn on_delta_stream_open(&self, stream: StreamId, type_url: &str) -> Result<(), Status> {
+        self.on_stream_open(stream, type_url)
+    }
+    fn on_delta_stream_closed(&self, stream: StreamId, node: Option<&Node>) {
+        self.on_stream_closed(stream, node)
+    }
     fn on_fetch_response(&self, _request: &DiscoveryRequest, response: &DiscoveryResponse) {
         self.fetches.lock().push(response.clone());
     }
@@ -93,9 +99,13 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(ads: bool) -> TestServer {
+        Self::start_with(ads, ServerOptions::default()).await
+    }
+
+    pub async fn start_with(ads: bool, options: ServerOptions) -> TestServer {
         let cache = SnapshotCache::new(ads, IdHash);
         let recorder = Arc::new(Recorder::default());
-        let server = Server::new(cache.clone(), Arc::clone(&recorder));
+        let server = Server::with_options(cache.clone(), Arc::clone(&recorder), options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = tonic::transport::Server::builder()
@@ -107,7 +117,9 @@ impl TestServer {
             .add_service(server.srds_service())
             .add_service(server.sds_service())
             .add_service(server.rtds_service())
-            .add_service(server.ecds_service());
+            .add_service(server.ecds_service())
+            .add_service(server.leds_service())
+            .add_service(server.vhds_service());
         let task = tokio::spawn(async move {
             router
                 .serve_with_incoming(TcpListenerStream::new(listener))
@@ -337,4 +349,119 @@ pub fn names(response: &DiscoveryResponse) -> Vec<String> {
             other => panic!("unexpected type {other}"),
         })
         .collect()
+}
+
+use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+};
+
+/// One incremental (delta) xDS stream seen from the client side.
+pub struct DeltaStream {
+    tx: mpsc::Sender<DeltaDiscoveryRequest>,
+    pub rx: Streaming<DeltaDiscoveryResponse>,
+}
+
+impl DeltaStream {
+    /// Opens a stream with any generated client's delta call.
+    pub async fn open<F, Fut>(call: F) -> DeltaStream
+    where
+        F: FnOnce(ReceiverStream<DeltaDiscoveryRequest>) -> Fut,
+        Fut: std::future::Future<
+            Output = Result<tonic::Response<Streaming<DeltaDiscoveryResponse>>, Status>,
+        >,
+    {
+        let (tx, rx) = mpsc::channel(16);
+        let response = call(ReceiverStream::new(rx)).await.expect("stream opens");
+        DeltaStream {
+            tx,
+            rx: response.into_inner(),
+        }
+    }
+
+    pub async fn send(&self, request: DeltaDiscoveryRequest) {
+        self.tx.send(request).await.expect("stream is open");
+    }
+
+    pub async fn recv(&mut self) -> DeltaDiscoveryResponse {
+        match tokio::time::timeout(PATIENCE, self.rx.message()).await {
+            Ok(Ok(Some(response))) => response,
+            Ok(Ok(None)) => panic!("stream ended"),
+            Ok(Err(status)) => panic!("stream failed: {status}"),
+            Err(_) => panic!("no response within {PATIENCE:?}"),
+        }
+    }
+
+    pub async fn recv_error(&mut self) -> Status {
+        match tokio::time::timeout(PATIENCE, self.rx.message()).await {
+            Ok(Err(status)) => status,
+            Ok(Ok(other)) => panic!("expected an error, got {other:?}"),
+            Err(_) => panic!("no error within {PATIENCE:?}"),
+        }
+    }
+
+    pub async fn expect_silence(&mut self) {
+        if let Ok(result) = tokio::time::timeout(QUIET, self.rx.message()).await {
+            panic!("expected no response, got {result:?}");
+        }
+    }
+
+    /// Acknowledges a response without changing the subscription.
+    pub async fn ack(&self, node: &str, response: &DeltaDiscoveryResponse) {
+        let mut req = delta_request(node, &response.type_url, &[], &[]);
+        req.response_nonce = response.nonce.clone();
+        self.send(req).await;
+    }
+}
+
+pub fn delta_request(
+    node: &str,
+    type_url: &str,
+    subscribe: &[&str],
+    unsubscribe: &[&str],
+) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        node: Some(Node {
+            id: node.into(),
+            ..Default::default()
+        }),
+        type_url: type_url.into(),
+        resource_names_subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+        resource_names_unsubscribe: unsubscribe.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Names of the resources in a delta response, in order.
+pub fn delta_names(response: &DeltaDiscoveryResponse) -> Vec<String> {
+    response.resources.iter().map(|r| r.name.clone()).collect()
+}
+
+impl TestServer {
+    pub async fn delta_ads(&self) -> DeltaStream {
+        let mut client = AggregatedDiscoveryServiceClient::new(self.channel().await);
+        DeltaStream::open(
+            |requests| async move { client.delta_aggregated_resources(requests).await },
+        )
+        .await
+    }
+
+    /// Polls until `node` has exactly `n` open delta watches.
+    pub async fn wait_for_delta_watches(&self, node: &str, n: usize) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let now = self
+                .cache
+                .status_info(node)
+                .map(|s| s.num_delta_watches)
+                .unwrap_or(0);
+            if now == n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {node} has {now} delta watches, expected {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
