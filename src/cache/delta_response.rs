@@ -4,6 +4,28 @@ use std::sync::Arc;
 
 use super::{DeltaResponse, DeltaWatchRequest, EncodedResource, TypeResources};
 
+/// A set of resources of one type that delta watches are evaluated against.
+pub(crate) trait ResourceSet {
+    /// The set's version (`system_version_info`).
+    fn system_version(&self) -> Arc<str>;
+    /// The resource with this name.
+    fn get(&self, name: &str) -> Option<&EncodedResource>;
+    /// Every resource.
+    fn iter(&self) -> impl Iterator<Item = &EncodedResource>;
+}
+
+impl ResourceSet for TypeResources {
+    fn system_version(&self) -> Arc<str> {
+        Arc::clone(self.shared_version())
+    }
+    fn get(&self, name: &str) -> Option<&EncodedResource> {
+        TypeResources::get(self, name)
+    }
+    fn iter(&self) -> impl Iterator<Item = &EncodedResource> {
+        self.resources().iter()
+    }
+}
+
 /// Evaluates a delta watch: `Some` is the answer to send now, `None` means
 /// hold the watch until the resources change.
 ///
@@ -12,7 +34,7 @@ use super::{DeltaResponse, DeltaWatchRequest, EncodedResource, TypeResources};
 /// subscription's first request is answered even when empty, so the client
 /// can finish initializing.
 pub(crate) fn delta_response(
-    resources: &TypeResources,
+    resources: &impl ResourceSet,
     watch: &DeltaWatchRequest,
 ) -> Option<DeltaResponse> {
     let sub = &watch.subscription;
@@ -20,7 +42,6 @@ pub(crate) fn delta_response(
     let changed = |r: &&EncodedResource| known.get(r.name()).is_none_or(|v| v != r.version());
     let send: Vec<EncodedResource> = if sub.is_wildcard() || !sub.prefixes().is_empty() {
         resources
-            .resources()
             .iter()
             .filter(|r| sub.wants(r.name()))
             .filter(changed)
@@ -38,7 +59,7 @@ pub(crate) fn delta_response(
     };
     let mut removed: Vec<String> = known
         .keys()
-        .filter(|name| !resources.contains(name))
+        .filter(|name| resources.get(name).is_none())
         .map(|name| name.to_string())
         .collect();
     removed.sort();
@@ -54,7 +75,7 @@ pub(crate) fn delta_response(
     }
     Some(DeltaResponse {
         request: Arc::clone(&watch.request),
-        system_version: Arc::clone(resources.shared_version()),
+        system_version: resources.system_version(),
         resources: send,
         removed,
         returned,

@@ -39,6 +39,15 @@ pub enum CacheError {
     NoRoute(String),
 }
 
+impl From<CacheError> for tonic::Status {
+    fn from(error: CacheError) -> Self {
+        match error {
+            CacheError::UnsupportedType(_) => tonic::Status::invalid_argument(error.to_string()),
+            CacheError::NoRoute(_) => tonic::Status::not_found(error.to_string()),
+        }
+    }
+}
+
 /// Why a one-off fetch returned no resources.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {

@@ -162,7 +162,7 @@ impl Protocol for DeltaStream {
             .shared
             .cache
             .create_delta_watch(watch, sink)
-            .map_err(|e| Status::unavailable(format!("cannot watch {type_url}: {e}")))?;
+            .map_err(Status::from)?;
         state.watch = Some(handle);
         Ok(())
     }

@@ -155,7 +155,7 @@ impl Protocol for SotwStream {
             .shared
             .cache
             .create_watch(watch, sink)
-            .map_err(|e| Status::unavailable(format!("cannot watch {type_url}: {e}")))?;
+            .map_err(Status::from)?;
         state.watch = Some(handle);
         Ok(())
     }
