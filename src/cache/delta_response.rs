@@ -79,6 +79,7 @@ pub(crate) fn delta_response(
         resources: send,
         removed,
         returned,
+        heartbeat: false,
     })
 }
 

@@ -2,12 +2,14 @@
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::envoy::service::discovery::v3::Resource;
+use envoy_types::pb::google::protobuf::{Any, Duration as ProtoDuration};
 use prost::Message;
 
-use crate::resource::XdsResource;
+use crate::resource::{type_url, XdsResource};
 
 /// One xDS resource, encoded when the snapshot is built.
 ///
@@ -20,6 +22,8 @@ struct Inner {
     name: Arc<str>,
     type_url: Arc<str>,
     bytes: Bytes,
+    /// How long a client may keep the resource without hearing of it again.
+    ttl: Option<Duration>,
     /// Delta version, computed on first use: SotW-only servers never pay.
     version: OnceLock<Arc<str>>,
 }
@@ -40,8 +44,26 @@ impl EncodedResource {
             name: Arc::from(name),
             type_url: Arc::from(type_url),
             bytes,
+            ttl: None,
             version: OnceLock::new(),
         }))
+    }
+
+    /// The same resource with a time to live: clients drop it unless they
+    /// hear of it again (a new version or a heartbeat) within `ttl`.
+    pub fn with_ttl(&self, ttl: Duration) -> Self {
+        EncodedResource(Arc::new(Inner {
+            name: Arc::clone(&self.0.name),
+            type_url: Arc::clone(&self.0.type_url),
+            bytes: self.0.bytes.clone(),
+            ttl: Some(ttl),
+            version: self.0.version.clone(),
+        }))
+    }
+
+    /// The time to live, if any.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.0.ttl
     }
 
     /// The resource name.
@@ -83,6 +105,37 @@ impl EncodedResource {
         }
     }
 
+    /// The resource as it goes into a state-of-the-world response: its `Any`,
+    /// or with a TTL, wrapped in a `discovery.v3.Resource` carrying the TTL
+    /// (and, for a heartbeat, no body).
+    pub fn to_sotw_any(&self, heartbeat: bool) -> Any {
+        let Some(ttl) = self.0.ttl else {
+            return self.to_any();
+        };
+        let wrapper = Resource {
+            name: self.name().to_string(),
+            ttl: Some(proto_duration(ttl)),
+            resource: (!heartbeat).then(|| self.to_any()),
+            ..Default::default()
+        };
+        Any {
+            type_url: type_url::RESOURCE_WRAPPER.to_string(),
+            value: wrapper.encode_to_vec(),
+        }
+    }
+
+    /// The resource as it goes into a delta response: name, version, TTL,
+    /// and the body unless this is a heartbeat.
+    pub fn to_delta_resource(&self, heartbeat: bool) -> Resource {
+        Resource {
+            name: self.name().to_string(),
+            version: self.version().to_string(),
+            resource: (!heartbeat).then(|| self.to_any()),
+            ttl: self.0.ttl.map(proto_duration),
+            ..Default::default()
+        }
+    }
+
     /// Decodes the message back.
     pub fn decode<T: Message + Default>(&self) -> Result<T, prost::DecodeError> {
         T::decode(self.0.bytes.clone())
@@ -94,12 +147,20 @@ impl EncodedResource {
     }
 }
 
+fn proto_duration(d: Duration) -> ProtoDuration {
+    ProtoDuration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
 impl fmt::Debug for EncodedResource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EncodedResource")
             .field("name", &self.name())
             .field("type_url", &self.type_url())
             .field("len", &self.0.bytes.len())
+            .field("ttl", &self.0.ttl)
             .finish()
     }
 }
@@ -125,8 +186,44 @@ mod tests {
         assert!(Arc::ptr_eq(copy.version(), encoded.version()));
         let same = EncodedResource::from_message(&cluster);
         assert_eq!(same.version(), encoded.version());
+        assert_eq!(encoded.to_sotw_any(false), encoded.to_any());
         let any = encoded.to_any();
         assert_eq!(any.type_url, type_url::CLUSTER);
         assert_eq!(any.value, cluster.encode_to_vec());
+    }
+
+    #[test]
+    fn ttl_wraps_sotw_resources_and_heartbeats_drop_the_body() {
+        let cluster = Cluster {
+            name: "c1".into(),
+            ..Default::default()
+        };
+        let plain = EncodedResource::from_message(&cluster);
+        let ttl = plain.with_ttl(Duration::from_millis(1500));
+        assert_eq!(ttl.ttl(), Some(Duration::from_millis(1500)));
+        assert_eq!(ttl.version(), plain.version());
+        let wrapped = ttl.to_sotw_any(false);
+        assert_eq!(wrapped.type_url, type_url::RESOURCE_WRAPPER);
+        let resource = Resource::decode(wrapped.value.as_slice()).unwrap();
+        assert_eq!(resource.name, "c1");
+        assert_eq!(
+            resource.ttl,
+            Some(ProtoDuration {
+                seconds: 1,
+                nanos: 500_000_000
+            })
+        );
+        assert_eq!(resource.resource, Some(plain.to_any()));
+        let beat = Resource::decode(ttl.to_sotw_any(true).value.as_slice()).unwrap();
+        assert!(beat.resource.is_none() && beat.ttl.is_some());
+
+        let delta = ttl.to_delta_resource(false);
+        assert_eq!(
+            (delta.name.as_str(), delta.version.as_str()),
+            ("c1", &**plain.version())
+        );
+        assert!(delta.resource.is_some() && delta.ttl.is_some());
+        assert!(ttl.to_delta_resource(true).resource.is_none());
+        assert!(plain.to_delta_resource(false).ttl.is_none());
     }
 }

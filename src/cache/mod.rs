@@ -5,6 +5,7 @@
 mod consistency;
 mod delta_response;
 mod encoded;
+mod heartbeat;
 mod node_hash;
 mod snapshot;
 mod snapshot_cache;
@@ -18,6 +19,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
 pub use consistency::{ConsistencyError, Inconsistency};
 pub use encoded::EncodedResource;
+pub use heartbeat::HeartbeatTask;
 pub use node_hash::{IdHash, NodeHash};
 pub use snapshot::{Snapshot, SnapshotBuilder, SnapshotError, TypeResources};
 pub use snapshot_cache::SnapshotCache;

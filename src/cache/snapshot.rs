@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -36,6 +37,14 @@ pub enum SnapshotError {
     EmptyName {
         /// Type URL of the resource.
         type_url: String,
+    },
+    /// A TTL was given for a resource the snapshot does not hold.
+    #[error("a TTL was set for {type_url} {name:?}, which is not in the snapshot")]
+    UnknownTtlResource {
+        /// Type URL of the named resource.
+        type_url: String,
+        /// The name given.
+        name: String,
     },
     /// A version is empty: clients send an empty version before they have
     /// any, so it could never be told apart from "nothing received".
@@ -135,6 +144,7 @@ impl Snapshot {
             version: version.into(),
             type_versions: Default::default(),
             resources: Default::default(),
+            ttls: Vec::new(),
         }
     }
 
@@ -188,6 +198,7 @@ pub struct SnapshotBuilder {
     version: String,
     type_versions: [Option<String>; ResourceType::COUNT],
     resources: [Vec<EncodedResource>; ResourceType::COUNT],
+    ttls: Vec<(ResourceType, String, Duration)>,
 }
 
 macro_rules! typed_setters {
@@ -243,6 +254,19 @@ impl SnapshotBuilder {
         self
     }
 
+    /// Gives a resource a time to live: clients drop it unless a new version
+    /// or a heartbeat (see [`SnapshotCache::spawn_heartbeats`](super::SnapshotCache::spawn_heartbeats))
+    /// reaches them within `ttl`.
+    pub fn ttl(
+        mut self,
+        resource_type: ResourceType,
+        name: impl Into<String>,
+        ttl: Duration,
+    ) -> Self {
+        self.ttls.push((resource_type, name.into(), ttl));
+        self
+    }
+
     /// Gives one type its own version.
     pub fn type_version(mut self, resource_type: ResourceType, version: impl Into<String>) -> Self {
         self.type_versions[resource_type.index()] = Some(version.into());
@@ -250,7 +274,17 @@ impl SnapshotBuilder {
     }
 
     /// Checks names and versions and indexes the resources.
-    pub fn build(self) -> Result<Snapshot, SnapshotError> {
+    pub fn build(mut self) -> Result<Snapshot, SnapshotError> {
+        for (resource_type, name, ttl) in std::mem::take(&mut self.ttls) {
+            let slot = &mut self.resources[resource_type.index()];
+            let Some(resource) = slot.iter_mut().find(|r| r.name() == name) else {
+                return Err(SnapshotError::UnknownTtlResource {
+                    type_url: resource_type.type_url().to_string(),
+                    name,
+                });
+            };
+            *resource = resource.with_ttl(ttl);
+        }
         let mut types: [TypeResources; ResourceType::COUNT] = Default::default();
         let entries = self.type_versions.into_iter().zip(self.resources);
         for (resource_type, (version, resources)) in ResourceType::ALL.into_iter().zip(entries) {
@@ -328,6 +362,28 @@ mod tests {
             .type_version(ResourceType::Route, "")
             .build();
         assert!(err.unwrap_err().to_string().contains("RouteConfiguration"));
+    }
+
+    #[test]
+    fn ttls_apply_to_named_resources_only() {
+        let snapshot = Snapshot::builder("v1")
+            .clusters([cluster("a"), cluster("b")])
+            .ttl(ResourceType::Cluster, "a", Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let clusters = snapshot.of_type(ResourceType::Cluster);
+        assert_eq!(
+            clusters.get("a").unwrap().ttl(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(clusters.get("b").unwrap().ttl(), None);
+        let missing = Snapshot::builder("v1")
+            .ttl(ResourceType::Runtime, "nope", Duration::from_secs(1))
+            .build();
+        assert!(matches!(
+            missing,
+            Err(SnapshotError::UnknownTtlResource { .. })
+        ));
     }
 
     #[test]

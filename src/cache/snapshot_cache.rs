@@ -11,6 +11,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use parking_lot::{Mutex, RwLock};
 
 use super::delta_response::delta_response;
+use super::heartbeat::{delta_heartbeat, sotw_heartbeat, HeartbeatTask};
 use super::sotw_response::sotw_response;
 use super::{
     Cache, CacheError, DeltaResponse, DeltaWatchRequest, FetchError, IdHash, NodeHash,
@@ -134,6 +135,50 @@ impl<H: NodeHash> SnapshotCache<H> {
         });
         deliver_in_ads_order(answers, SotwResponse::type_url);
         deliver_in_ads_order(delta_answers, DeltaResponse::type_url);
+    }
+
+    /// Sends a heartbeat on every open watch whose client is up to date and
+    /// has resources with a TTL: those resources again, without their body,
+    /// so the client keeps them. Like any answer, it closes the watch; the
+    /// client's ACK opens the next.
+    pub fn send_heartbeats(&self) {
+        let nodes: Vec<Arc<Mutex<NodeState>>> = self.inner.nodes.read().values().cloned().collect();
+        for node in nodes {
+            let (answers, delta_answers) = {
+                let mut state = node.lock();
+                let Some(snapshot) = state.snapshot.clone() else {
+                    continue;
+                };
+                let answers = take_answered(
+                    &mut state.watches,
+                    |w| sotw_heartbeat(&snapshot, &w.request),
+                    |w| w.sink,
+                );
+                let delta_answers = take_answered(
+                    &mut state.delta_watches,
+                    |w| delta_heartbeat(&snapshot, &w.request),
+                    |w| w.sink,
+                );
+                (answers, delta_answers)
+            };
+            deliver_in_ads_order(answers, SotwResponse::type_url);
+            deliver_in_ads_order(delta_answers, DeltaResponse::type_url);
+        }
+    }
+
+    /// Sends heartbeats every `interval` on the current tokio runtime until
+    /// the returned task is dropped or the cache is.
+    pub fn spawn_heartbeats(&self, interval: std::time::Duration) -> HeartbeatTask {
+        let inner = Arc::downgrade(&self.inner);
+        HeartbeatTask(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let Some(inner) = inner.upgrade() else { break };
+                SnapshotCache { inner }.send_heartbeats();
+            }
+        }))
     }
 
     /// The snapshot stored for a node key.

@@ -58,6 +58,7 @@ pub(crate) fn sotw_response(
         version: Arc::clone(version),
         resources: added.into_iter().cloned().collect(),
         returned,
+        heartbeat: false,
     })
 }
 
@@ -76,6 +77,7 @@ fn full_response(watch: &WatchRequest, resources: &TypeResources) -> SotwRespons
         version: Arc::clone(version),
         resources: items,
         returned,
+        heartbeat: false,
     }
 }
 

@@ -52,6 +52,8 @@ pub struct SotwResponse {
     pub resources: Vec<EncodedResource>,
     /// What the client has once it receives this response.
     pub returned: ReturnedResources,
+    /// A heartbeat: the resources only refresh their TTL, sent without body.
+    pub heartbeat: bool,
 }
 
 impl SotwResponse {
@@ -99,6 +101,8 @@ pub struct DeltaResponse {
     pub removed: Vec<String>,
     /// What the client has once it receives this response.
     pub returned: ReturnedResources,
+    /// A heartbeat: the resources only refresh their TTL, sent without body.
+    pub heartbeat: bool,
 }
 
 impl DeltaResponse {

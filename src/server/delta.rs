@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 use tonic::Status;
 
@@ -52,12 +52,7 @@ impl DeltaStream {
         let resources = response
             .resources
             .iter()
-            .map(|r| Resource {
-                name: r.name().to_string(),
-                version: r.version().to_string(),
-                resource: Some(r.to_any()),
-                ..Default::default()
-            })
+            .map(|r| r.to_delta_resource(response.heartbeat))
             .collect();
         let message = DeltaDiscoveryResponse {
             system_version_info: response.system_version.to_string(),

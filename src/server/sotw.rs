@@ -13,9 +13,7 @@ use tonic::Status;
 
 use super::callbacks::Nack;
 use super::stream::{Protocol, StreamContext};
-use crate::cache::{
-    EncodedResource, ResponseQueue, SotwResponse, Subscription, WatchHandle, WatchRequest,
-};
+use crate::cache::{ResponseQueue, SotwResponse, Subscription, WatchHandle, WatchRequest};
 use crate::resource;
 
 /// Per-type protocol state of one stream.
@@ -58,7 +56,7 @@ impl SotwStream {
             resources: response
                 .resources
                 .iter()
-                .map(EncodedResource::to_any)
+                .map(|r| r.to_sotw_any(response.heartbeat))
                 .collect(),
             type_url: response.type_url().to_string(),
             nonce: self.ctx.next_nonce(),

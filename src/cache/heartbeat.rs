@@ -1,0 +1,72 @@
+//! Heartbeats: refresh the TTL of resources clients already have, without
+//! sending their bodies again.
+
+use std::sync::Arc;
+
+use super::{
+    DeltaResponse, DeltaWatchRequest, EncodedResource, Snapshot, SotwResponse, Subscription,
+    WatchRequest,
+};
+
+/// The TTL'd resources a client is up to date on, if any.
+fn ttl_resources<'a>(
+    sub: &'a Subscription,
+    resources: &'a [EncodedResource],
+    has: impl Fn(&EncodedResource) -> bool + 'a,
+) -> Vec<EncodedResource> {
+    resources
+        .iter()
+        .filter(|r| r.ttl().is_some() && sub.wants(r.name()) && has(r))
+        .cloned()
+        .collect()
+}
+
+/// A heartbeat for a held state-of-the-world watch whose client is current.
+pub(crate) fn sotw_heartbeat(snapshot: &Snapshot, watch: &WatchRequest) -> Option<SotwResponse> {
+    let resources = snapshot.by_type_url(watch.type_url())?;
+    if resources.version() != watch.version_info {
+        return None;
+    }
+    let sub = &watch.subscription;
+    let beats = ttl_resources(sub, resources.resources(), |r| {
+        sub.returned().contains_key(r.name())
+    });
+    (!beats.is_empty()).then(|| SotwResponse {
+        request: Arc::clone(&watch.request),
+        version: Arc::clone(resources.shared_version()),
+        resources: beats,
+        returned: sub.returned().clone(),
+        heartbeat: true,
+    })
+}
+
+/// A heartbeat for a held delta watch: the TTL'd resources the client has at
+/// their current version.
+pub(crate) fn delta_heartbeat(
+    snapshot: &Snapshot,
+    watch: &DeltaWatchRequest,
+) -> Option<DeltaResponse> {
+    let resources = snapshot.by_type_url(watch.type_url())?;
+    let sub = &watch.subscription;
+    let current = |r: &EncodedResource| sub.returned().get(r.name()) == Some(r.version());
+    let beats = ttl_resources(sub, resources.resources(), current);
+    (!beats.is_empty()).then(|| DeltaResponse {
+        request: Arc::clone(&watch.request),
+        system_version: Arc::clone(resources.shared_version()),
+        resources: beats,
+        removed: Vec::new(),
+        returned: sub.returned().clone(),
+        heartbeat: true,
+    })
+}
+
+/// The background task sending heartbeats; dropping it stops them.
+#[derive(Debug)]
+#[must_use = "dropping the task stops the heartbeats"]
+pub struct HeartbeatTask(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for HeartbeatTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
