@@ -2,7 +2,7 @@
 //! node's streams.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
@@ -50,6 +50,7 @@ struct Inner<H> {
     // to evaluate and take watches; answers are delivered after it is released.
     nodes: RwLock<HashMap<String, Arc<Mutex<NodeState>>>>,
     next_watch_id: AtomicU64,
+    evict_idle_nodes: AtomicBool,
 }
 
 #[derive(Default)]
@@ -76,6 +77,11 @@ fn delta_answer(snapshot: &Snapshot, watch: &DeltaWatchRequest) -> Option<DeltaR
 }
 
 impl NodeState {
+    /// Nothing to keep: no snapshot and no open watch.
+    fn is_idle(&self) -> bool {
+        self.snapshot.is_none() && self.watches.is_empty() && self.delta_watches.is_empty()
+    }
+
     fn touch(&mut self, node: Option<Node>) {
         self.last_watch_request = Some(SystemTime::now());
         if node.is_some() && self.node != node {
@@ -111,8 +117,18 @@ impl<H: NodeHash> SnapshotCache<H> {
                 hash,
                 nodes: RwLock::new(HashMap::new()),
                 next_watch_id: AtomicU64::new(1),
+                evict_idle_nodes: AtomicBool::new(true),
             }),
         }
+    }
+
+    /// Whether to forget a node with no snapshot once its last watch closes
+    /// (default: yes, so a long-running server does not grow with every
+    /// node it ever saw; go-control-plane keeps them all). With `false`,
+    /// [`status_info`](Self::status_info) keeps reporting departed nodes.
+    pub fn evict_idle_nodes(self, evict: bool) -> Self {
+        self.inner.evict_idle_nodes.store(evict, Ordering::Relaxed);
+        self
     }
 
     /// Stores the snapshot for a node key and answers every open watch of
@@ -196,7 +212,7 @@ impl<H: NodeHash> SnapshotCache<H> {
         let Some(entry) = nodes.get(node) else { return };
         let mut state = entry.lock();
         state.snapshot = None;
-        let idle = state.watches.is_empty() && state.delta_watches.is_empty();
+        let idle = state.is_idle();
         drop(state);
         if idle {
             nodes.remove(node);
@@ -356,11 +372,20 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
 
 fn cancel_watch<H>(inner: &Weak<Inner<H>>, key: &str, watch_id: u64) {
     let Some(inner) = inner.upgrade() else { return };
-    let nodes = inner.nodes.read();
-    if let Some(entry) = nodes.get(key) {
+    let idle = {
+        let nodes = inner.nodes.read();
+        let Some(entry) = nodes.get(key) else { return };
         let mut state = entry.lock();
         if state.watches.remove(&watch_id).is_none() {
             state.delta_watches.remove(&watch_id);
+        }
+        state.is_idle()
+    };
+    if idle && inner.evict_idle_nodes.load(Ordering::Relaxed) {
+        let mut nodes = inner.nodes.write();
+        // Check again: a stream may have opened a watch since.
+        if nodes.get(key).is_some_and(|entry| entry.lock().is_idle()) {
+            nodes.remove(key);
         }
     }
 }
@@ -493,9 +518,44 @@ mod tests {
         assert!(status.last_watch_request_time.is_some());
         assert_eq!(status.node.unwrap().id, "n");
         drop(handle);
-        assert_eq!(cache.status_info("n").unwrap().num_watches, 0);
+        // No snapshot and no watch left: the node is forgotten.
+        assert!(cache.status_info("n").is_none());
         cache.set_snapshot("n", snapshot("v1", &["x"]));
         assert!(queue.take().is_empty());
+    }
+
+    #[test]
+    fn idle_nodes_are_forgotten_unless_asked_to_keep_them() {
+        let cache = SnapshotCache::new(false, IdHash);
+        let queue = ResponseQueue::new();
+        let watch = open(
+            &cache,
+            &queue,
+            1,
+            watch_request("gone", "", type_url::CLUSTER, "", &[]),
+        );
+        assert_eq!(cache.status_keys(), ["gone"]);
+        drop(watch);
+        assert!(cache.status_keys().is_empty());
+
+        // A node with a snapshot stays.
+        cache.set_snapshot("kept", snapshot("v1", &["x"]));
+        drop(open(
+            &cache,
+            &queue,
+            2,
+            watch_request("kept", "", type_url::CLUSTER, "v1", &[]),
+        ));
+        assert_eq!(cache.status_keys(), ["kept"]);
+
+        let keeping = SnapshotCache::new(false, IdHash).evict_idle_nodes(false);
+        drop(open(
+            &keeping,
+            &queue,
+            3,
+            watch_request("gone", "", type_url::CLUSTER, "", &[]),
+        ));
+        assert_eq!(keeping.status_info("gone").unwrap().num_watches, 0);
     }
 
     #[test]
