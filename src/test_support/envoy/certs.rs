@@ -21,6 +21,10 @@ pub struct TestCerts {
     pub cert_chain_pem: String,
     /// The server's private key (PKCS#8, ECDSA P-256).
     pub private_key_pem: String,
+    /// A client certificate signed by the same CA, for mutual TLS.
+    pub client_cert_chain_pem: String,
+    /// The client certificate's private key.
+    pub client_private_key_pem: String,
 }
 
 impl TestCerts {
@@ -53,10 +57,22 @@ impl TestCerts {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer)?;
 
+        let mut client_params = CertificateParams::new(vec!["xds-client".to_owned()])?;
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, "xds-client");
+        client_params.use_authority_key_identifier_extension = true;
+        client_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_key = KeyPair::generate()?;
+        let client_cert = client_params.signed_by(&client_key, &issuer)?;
+
         Ok(TestCerts {
             ca_pem: ca_cert.pem(),
             cert_chain_pem: cert.pem(),
             private_key_pem: key.serialize_pem(),
+            client_cert_chain_pem: client_cert.pem(),
+            client_private_key_pem: client_key.serialize_pem(),
         })
     }
 }
