@@ -67,9 +67,11 @@ pub(crate) async fn drive<P, S>(
                         break Err(status);
                     }
                 }
+                // Tell the client why (e.g. a message over the size limit);
+                // if it is gone, the status goes nowhere.
                 Some(Err(status)) => {
                     tracing::debug!(%status, "stream receive failed");
-                    break Ok(());
+                    break Err(status);
                 }
                 None => break Ok(()),
             },
