@@ -465,3 +465,276 @@ impl TestServer {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Robustness helpers (tests/robust_*.rs): measuring the process, cheap
+// counting callbacks, and serving a `Server` without the recorder.
+// ---------------------------------------------------------------------------
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+static LIVE_ALLOCS: AtomicIsize = AtomicIsize::new(0);
+
+/// The system allocator, counting live heap bytes and allocations. A test
+/// binary installs it with
+/// `#[global_allocator] static ALLOC: CountingAlloc = CountingAlloc;`
+/// and reads the counts with [`live_heap`].
+pub struct CountingAlloc;
+
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = System.alloc(layout);
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            LIVE_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        ptr
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let ptr = System.alloc_zeroed(layout);
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            LIVE_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        ptr
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        LIVE_ALLOCS.fetch_sub(1, Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let new = System.realloc(ptr, layout, new_size);
+        if !new.is_null() {
+            LIVE_BYTES.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        new
+    }
+}
+
+/// Live heap bytes and allocations, as counted by [`CountingAlloc`] (zero
+/// in a binary that does not install it).
+pub fn live_heap() -> (isize, isize) {
+    (
+        LIVE_BYTES.load(Ordering::Relaxed),
+        LIVE_ALLOCS.load(Ordering::Relaxed),
+    )
+}
+
+/// CPU time (user + system) this process has used, from /proc/self/stat
+/// (in USER_HZ = 100 ticks per second).
+pub fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Resident memory of this process in KiB (VmRSS in /proc/self/status).
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// Callbacks that only count: no per-message storage, so they do not grow
+/// with traffic.
+#[derive(Default)]
+pub struct Counts {
+    pub sotw_opened: AtomicUsize,
+    pub sotw_closed: AtomicUsize,
+    pub delta_opened: AtomicUsize,
+    pub delta_closed: AtomicUsize,
+    pub requests: AtomicUsize,
+    pub responses: AtomicUsize,
+    pub nacks: AtomicUsize,
+}
+
+impl Counts {
+    pub fn get(counter: &AtomicUsize) -> usize {
+        counter.load(Ordering::SeqCst)
+    }
+    /// Streams opened and not yet reported closed, both protocols.
+    pub fn open_streams(&self) -> usize {
+        Self::get(&self.sotw_opened) + Self::get(&self.delta_opened)
+            - Self::get(&self.sotw_closed)
+            - Self::get(&self.delta_closed)
+    }
+    /// Polls until every opened stream was reported closed.
+    pub async fn wait_all_closed(&self, patience: Duration) {
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.open_streams() != 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} streams still open: sotw {}/{} closed, delta {}/{} closed",
+                self.open_streams(),
+                Self::get(&self.sotw_closed),
+                Self::get(&self.sotw_opened),
+                Self::get(&self.delta_closed),
+                Self::get(&self.delta_opened),
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Callbacks for Counts {
+    fn on_stream_open(&self, _stream: StreamId, _type_url: &str) -> Result<(), Status> {
+        self.sotw_opened.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn on_stream_closed(&self, _stream: StreamId, _node: Option<&Node>) {
+        self.sotw_closed.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_stream_request(
+        &self,
+        _stream: StreamId,
+        _request: &DiscoveryRequest,
+    ) -> Result<(), Status> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn on_stream_response(
+        &self,
+        _stream: StreamId,
+        _request: &DiscoveryRequest,
+        _response: &DiscoveryResponse,
+    ) {
+        self.responses.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_stream_nack(&self, _stream: StreamId, _nack: &Nack<'_>) {
+        self.nacks.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_delta_stream_open(&self, _stream: StreamId, _type_url: &str) -> Result<(), Status> {
+        self.delta_opened.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn on_delta_stream_closed(&self, _stream: StreamId, _node: Option<&Node>) {
+        self.delta_closed.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_stream_delta_request(
+        &self,
+        _stream: StreamId,
+        _request: &DeltaDiscoveryRequest,
+    ) -> Result<(), Status> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn on_stream_delta_response(
+        &self,
+        _stream: StreamId,
+        _request: &DeltaDiscoveryRequest,
+        _response: &DeltaDiscoveryResponse,
+    ) {
+        self.responses.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Every service of `server`, served on a free 127.0.0.1 port until
+/// [`Served::stop`] (graceful, as `serve_with_shutdown`) or drop (abort).
+pub struct Served {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub async fn serve(server: &Server) -> Served {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .add_service(server.ads_service())
+        .add_service(server.cds_service())
+        .add_service(server.eds_service())
+        .add_service(server.lds_service())
+        .add_service(server.rds_service());
+    let task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    Served {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl Served {
+    /// A new connection to the server.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Stops accepting and waits (at most `patience`) for open connections
+    /// to finish, as `serve_with_shutdown` does; returns whether they did.
+    pub async fn stop(mut self, patience: Duration) -> bool {
+        let _ = self.stop.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        let abort = task.abort_handle();
+        match tokio::time::timeout(patience, task).await {
+            Ok(joined) => {
+                joined.unwrap();
+                true
+            }
+            Err(_) => {
+                abort.abort();
+                false
+            }
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl XdsStream {
+    /// Half-closes the stream (drops the request sender), keeping the
+    /// response side.
+    pub fn half_close(self) -> Streaming<DiscoveryResponse> {
+        self.rx
+    }
+}
+
+impl DeltaStream {
+    /// Half-closes the stream (drops the request sender), keeping the
+    /// response side.
+    pub fn half_close(self) -> Streaming<DeltaDiscoveryResponse> {
+        self.rx
+    }
+
+    /// Rejects a response (NACK) without changing the subscription.
+    pub async fn nack(&self, node: &str, response: &DeltaDiscoveryResponse) {
+        let mut req = delta_request(node, &response.type_url, &[], &[]);
+        req.response_nonce = response.nonce.clone();
+        req.error_detail = Some(RpcStatus {
+            code: 3,
+            message: "bad config".into(),
+            details: vec![],
+        });
+        self.send(req).await;
+    }
+}
