@@ -53,11 +53,16 @@ pub(crate) async fn drive<P, S>(
         tokio::select! {
             biased;
             _ = out.closed() => break Ok(()),
-            _ = shutdown.cancelled() => break Err(Status::unavailable("xDS server is shutting down")),
+            _ = shutdown.cancelled() => break Err(shutting_down()),
             _ = queue.notified() => {
                 for message in protocol.take_ready() {
-                    if out.send(Ok(message)).await.is_err() {
-                        break 'serve Ok(());
+                    // A client that stopped reading must not hold up shutdown.
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => break 'serve Err(shutting_down()),
+                        sent = out.send(Ok(message)) => if sent.is_err() {
+                            break 'serve Ok(());
+                        },
                     }
                 }
             }
@@ -82,6 +87,10 @@ pub(crate) async fn drive<P, S>(
         let _ = out.try_send(Err(status));
     }
     protocol.close();
+}
+
+fn shutting_down() -> Status {
+    Status::unavailable("xDS server is shutting down")
 }
 
 /// What every protocol keeps about its stream.
