@@ -26,6 +26,9 @@ struct TypeState {
     /// Nonce and version of the latest response sent ("" before any).
     last_nonce: String,
     last_version: Arc<str>,
+    /// The client rejected the latest response: until the next one, every
+    /// request waits at the rejected version.
+    nacked: bool,
 }
 
 pub(crate) struct SotwStream {
@@ -64,6 +67,7 @@ impl SotwStream {
         };
         state.last_nonce.clone_from(&message.nonce);
         state.last_version = response.version;
+        state.nacked = false;
         Arc::make_mut(&mut state.subscription).set_returned(response.returned);
         self.ctx
             .shared
@@ -114,6 +118,7 @@ impl Protocol for SotwStream {
                     watch_id: 0,
                     last_nonce: String::new(),
                     last_version: Arc::from(""),
+                    nacked: false,
                 };
                 self.types.entry(type_url.clone()).or_insert(state)
             }
@@ -137,8 +142,12 @@ impl Protocol for SotwStream {
                     "client rejected a response (NACK)"
                 );
                 ctx.shared.callbacks.on_stream_nack(ctx.id, &nack);
+                state.nacked = true;
                 state.last_version.to_string()
             }
+            // A later request without error_detail (e.g. the same names
+            // again) does not take the rejection back.
+            _ if state.nacked => state.last_version.to_string(),
             _ => request.version_info.clone(),
         };
 
