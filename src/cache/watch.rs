@@ -71,8 +71,9 @@ pub struct DeltaWatchRequest {
     /// What the stream subscribes to, and every resource version the client
     /// has (sent, or declared in `initial_resource_versions`).
     pub subscription: Arc<Subscription>,
-    /// Whether this is the stream's first request for the type, which a
-    /// wildcard subscription answers even when it has nothing to send.
+    /// Whether the stream has sent nothing for the type yet (its first
+    /// request, or a later one before any answer): a wildcard subscription
+    /// is then answered even when it has nothing to send.
     pub first: bool,
 }
 

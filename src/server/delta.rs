@@ -92,7 +92,6 @@ impl Protocol for DeltaStream {
             .on_stream_delta_request(ctx.id, &request)?;
 
         let type_url = request.type_url.clone();
-        let first = !self.types.contains_key(&type_url);
         let state = match self.types.get_mut(&type_url) {
             Some(state) => {
                 state.watch = None;
@@ -150,7 +149,8 @@ impl Protocol for DeltaStream {
         let watch = DeltaWatchRequest {
             request: Arc::new(request),
             subscription: Arc::clone(&state.subscription),
-            first,
+            // Nothing sent for the type yet: however many requests came.
+            first: state.last_nonce.is_empty(),
         };
         let sink = self.queue.sink(state.watch_id);
         let handle = ctx
