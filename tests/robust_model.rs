@@ -4,7 +4,9 @@
 //! subsets of names), re-setting the same snapshot, subscription changes,
 //! ACKs, NACKs and requests with stale nonces. Each runs against the real
 //! server over a tonic connection (one ADS stream, CDS wildcard and EDS by
-//! name), and a small model of the protocol says what must come back:
+//! name; half the cases with an ADS cache, which holds a named subscription
+//! until every name exists), and a small model of the protocol says what
+//! must come back:
 //!
 //! - every response carries the version of the snapshot at the time, and
 //!   exactly the resources the model expects (all clusters; the subscribed
@@ -238,8 +240,8 @@ macro_rules! check {
 }
 
 impl Case {
-    async fn start(eds_names: BTreeSet<String>) -> Case {
-        let cache = SnapshotCache::new(false, IdHash);
+    async fn start(eds_names: BTreeSet<String>, ads: bool) -> Case {
+        let cache = SnapshotCache::new(ads, IdHash);
         let observer = Arc::new(Observer::default());
         let server = Server::new(cache.clone(), Arc::clone(&observer));
         let served = serve(&server).await;
@@ -281,6 +283,10 @@ impl Case {
             .filter(|n| ty.wants(n))
             .cloned()
             .collect();
+        // An ADS cache holds a named subscription until every name exists.
+        if self.cache.is_ads() && t == EDS && !ty.names.is_subset(snapshot.names(t)) {
+            return None;
+        }
         if *watch != snapshot.version {
             return Some(subscribed);
         }
@@ -596,10 +602,14 @@ impl Case {
     /// the client must hold every subscribed resource, at that version.
     async fn converge(&mut self) -> Result<(), TestCaseError> {
         self.trace.push("converge".into());
-        let (clusters, endpoints) = match &self.snapshot {
+        let (clusters, mut endpoints) = match &self.snapshot {
             Some(s) => (s.clusters.clone(), s.endpoints.clone()),
             None => (pick(0b0101, &CLUSTERS), pick(0b10101, &ENDPOINTS)),
         };
+        if self.cache.is_ads() {
+            // Complete, or an ADS cache rightly holds the EDS subscription.
+            endpoints.extend(self.types[EDS].names.iter().cloned());
+        }
         self.set_snapshot(clusters, endpoints);
         let expected = self.expected_answers();
         let responses = self.sync().await?;
@@ -649,8 +659,9 @@ fn short(type_url: &str) -> &str {
     type_url.rsplit('.').next().unwrap_or(type_url)
 }
 
-async fn run_case(eds: u8, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut case = Case::start(pick(eds, &ENDPOINTS)).await;
+async fn run_case(eds: u8, ads: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut case = Case::start(pick(eds, &ENDPOINTS), ads).await;
+    case.trace.push(format!("ADS cache: {ads}"));
     case.trace.push(format!(
         "subscribe CDS wildcard, EDS {:?}",
         case.types[EDS].names
@@ -693,8 +704,14 @@ fn the_wire_protocol_follows_the_model() {
     let rng = TestRng::from_seed(config.rng_algorithm, &seed_bytes);
     let mut runner = TestRunner::new_with_rng(config, rng);
     let started = Instant::now();
-    let strategy = (1u8..32, proptest::collection::vec(op(), 1..=MAX_OPS));
-    let result = runner.run(&strategy, |(eds, ops)| runtime.block_on(run_case(eds, ops)));
+    let strategy = (
+        1u8..32,
+        any::<bool>(),
+        proptest::collection::vec(op(), 1..=MAX_OPS),
+    );
+    let result = runner.run(&strategy, |(eds, ads, ops)| {
+        runtime.block_on(run_case(eds, ads, ops))
+    });
     eprintln!(
         "model: {cases} cases of up to {MAX_OPS} operations in {:?}",
         started.elapsed()
