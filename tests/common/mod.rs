@@ -18,7 +18,9 @@ use xds_control_plane::envoy_types::pb::envoy::config::endpoint::v3::ClusterLoad
 use xds_control_plane::envoy_types::pb::envoy::config::listener::v3::Listener;
 use xds_control_plane::envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use xds_control_plane::envoy_types::pb::google::rpc::Status as RpcStatus;
 use xds_control_plane::server::{Callbacks, Nack, ServerOptions, StreamId};
 use xds_control_plane::Server;
@@ -179,34 +181,37 @@ impl Drop for TestServer {
 }
 
 /// One bidirectional xDS stream seen from the client side.
-pub struct XdsStream {
-    tx: mpsc::Sender<DiscoveryRequest>,
-    pub rx: Streaming<DiscoveryResponse>,
+pub struct ClientStream<Req, Resp> {
+    tx: mpsc::Sender<Req>,
+    pub rx: Streaming<Resp>,
 }
 
-impl XdsStream {
+/// A state-of-the-world stream.
+pub type XdsStream = ClientStream<DiscoveryRequest, DiscoveryResponse>;
+/// An incremental (delta) stream.
+pub type DeltaStream = ClientStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>;
+
+impl<Req, Resp: std::fmt::Debug> ClientStream<Req, Resp> {
     /// Opens a stream with any generated client's streaming call.
-    pub async fn open<F, Fut>(call: F) -> XdsStream
+    pub async fn open<F, Fut>(call: F) -> Self
     where
-        F: FnOnce(ReceiverStream<DiscoveryRequest>) -> Fut,
-        Fut: std::future::Future<
-            Output = Result<tonic::Response<Streaming<DiscoveryResponse>>, Status>,
-        >,
+        F: FnOnce(ReceiverStream<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Streaming<Resp>>, Status>>,
     {
         let (tx, rx) = mpsc::channel(16);
         let response = call(ReceiverStream::new(rx)).await.expect("stream opens");
-        XdsStream {
+        ClientStream {
             tx,
             rx: response.into_inner(),
         }
     }
 
-    pub async fn send(&self, request: DiscoveryRequest) {
-        self.tx.send(request).await.expect("stream is open");
+    pub async fn send(&self, request: Req) {
+        self.tx.send(request).await.ok().expect("stream is open");
     }
 
     /// The next response; fails the test if none comes in time.
-    pub async fn recv(&mut self) -> DiscoveryResponse {
+    pub async fn recv(&mut self) -> Resp {
         match tokio::time::timeout(PATIENCE, self.rx.message()).await {
             Ok(Ok(Some(response))) => response,
             Ok(Ok(None)) => panic!("stream ended"),
@@ -230,7 +235,9 @@ impl XdsStream {
             panic!("expected no response, got {result:?}");
         }
     }
+}
 
+impl XdsStream {
     /// Acknowledges a response, keeping the same subscription.
     pub async fn ack(&self, node: &str, response: &DiscoveryResponse, names: &[&str]) {
         self.send(request(
@@ -351,60 +358,7 @@ pub fn names(response: &DiscoveryResponse) -> Vec<String> {
         .collect()
 }
 
-use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
-};
-
-/// One incremental (delta) xDS stream seen from the client side.
-pub struct DeltaStream {
-    tx: mpsc::Sender<DeltaDiscoveryRequest>,
-    pub rx: Streaming<DeltaDiscoveryResponse>,
-}
-
 impl DeltaStream {
-    /// Opens a stream with any generated client's delta call.
-    pub async fn open<F, Fut>(call: F) -> DeltaStream
-    where
-        F: FnOnce(ReceiverStream<DeltaDiscoveryRequest>) -> Fut,
-        Fut: std::future::Future<
-            Output = Result<tonic::Response<Streaming<DeltaDiscoveryResponse>>, Status>,
-        >,
-    {
-        let (tx, rx) = mpsc::channel(16);
-        let response = call(ReceiverStream::new(rx)).await.expect("stream opens");
-        DeltaStream {
-            tx,
-            rx: response.into_inner(),
-        }
-    }
-
-    pub async fn send(&self, request: DeltaDiscoveryRequest) {
-        self.tx.send(request).await.expect("stream is open");
-    }
-
-    pub async fn recv(&mut self) -> DeltaDiscoveryResponse {
-        match tokio::time::timeout(PATIENCE, self.rx.message()).await {
-            Ok(Ok(Some(response))) => response,
-            Ok(Ok(None)) => panic!("stream ended"),
-            Ok(Err(status)) => panic!("stream failed: {status}"),
-            Err(_) => panic!("no response within {PATIENCE:?}"),
-        }
-    }
-
-    pub async fn recv_error(&mut self) -> Status {
-        match tokio::time::timeout(PATIENCE, self.rx.message()).await {
-            Ok(Err(status)) => status,
-            Ok(Ok(other)) => panic!("expected an error, got {other:?}"),
-            Err(_) => panic!("no error within {PATIENCE:?}"),
-        }
-    }
-
-    pub async fn expect_silence(&mut self) {
-        if let Ok(result) = tokio::time::timeout(QUIET, self.rx.message()).await {
-            panic!("expected no response, got {result:?}");
-        }
-    }
-
     /// Acknowledges a response without changing the subscription.
     pub async fn ack(&self, node: &str, response: &DeltaDiscoveryResponse) {
         let mut req = delta_request(node, &response.type_url, &[], &[]);
