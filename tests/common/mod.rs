@@ -207,7 +207,9 @@ impl<Req, Resp: std::fmt::Debug> ClientStream<Req, Resp> {
     }
 
     pub async fn send(&self, request: Req) {
-        self.tx.send(request).await.ok().expect("stream is open");
+        if self.tx.send(request).await.is_err() {
+            panic!("stream is closed");
+        }
     }
 
     /// The next response; fails the test if none comes in time.
