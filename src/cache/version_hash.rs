@@ -1,6 +1,11 @@
 //! Per-resource versions for incremental (delta) xDS: a digest of the
 //! resource's serialized form, taken once per encoded resource.
 
+mod schema;
+#[cfg(test)]
+mod schema_gen;
+mod schema_table;
+
 use sha2::{Digest, Sha256};
 
 /// The delta version of a serialized resource of `type_url`: the first 128
