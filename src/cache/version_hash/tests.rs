@@ -595,3 +595,107 @@ fn deep_nesting_does_not_overflow() {
         hex(&Sha256::digest(&bytes)[..16])
     );
 }
+
+/// Throughput, for the record: `cargo test --release --lib
+/// version_hash::tests::throughput -- --ignored --nocapture`. Best of a few
+/// batches, as other work on the machine adds noise.
+#[test]
+#[ignore]
+fn throughput() {
+    fn best(bytes: usize, mut f: impl FnMut()) -> f64 {
+        let rounds = (5_000_000 / bytes).max(1);
+        let mut best = f64::MAX;
+        for _ in 0..7 {
+            let t = std::time::Instant::now();
+            for _ in 0..rounds {
+                f();
+            }
+            best = best.min(t.elapsed().as_secs_f64() / rounds as f64);
+        }
+        bytes as f64 / best / 1e6
+    }
+    let cases: Vec<(&str, String, Vec<u8>)> = vec![
+        (
+            "Cluster, Struct-heavy metadata",
+            url::<Cluster>(),
+            cluster(0).encode_to_vec(),
+        ),
+        (
+            "Listener, HCM + routes in Anys",
+            url::<Listener>(),
+            listener(0, two_routes(0)).encode_to_vec(),
+        ),
+        (
+            "Runtime, one Struct layer",
+            url::<Runtime>(),
+            runtime(0).encode_to_vec(),
+        ),
+        (
+            "ClusterLoadAssignment, 200 endpoints with 2-key metadata",
+            url::<ClusterLoadAssignment>(),
+            eds_200().encode_to_vec(),
+        ),
+        (
+            "Cluster, no maps",
+            url::<Cluster>(),
+            Cluster {
+                name: "no maps".repeat(100),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+    ];
+    for (what, u, bytes) in &cases {
+        let ty = schema::type_index(u.rsplit('/').next().unwrap()).unwrap();
+        let mut out = Vec::with_capacity(bytes.len());
+        let version = best(bytes.len(), || {
+            std::hint::black_box(resource_version(u, std::hint::black_box(bytes)));
+        });
+        let walk = best(bytes.len(), || {
+            out.clear();
+            canonical::write_canonical(ty, std::hint::black_box(bytes), &mut out).unwrap();
+            std::hint::black_box(&out);
+        });
+        let plain = best(bytes.len(), || {
+            std::hint::black_box(Sha256::digest(std::hint::black_box(bytes)));
+        });
+        println!(
+            "{what} ({} B): version {version:.0} MB/s; walk alone {walk:.0} MB/s; plain SHA-256 {plain:.0} MB/s",
+            bytes.len()
+        );
+    }
+}
+
+/// An EDS resource as subset load balancing has them: many endpoints, each
+/// with a little metadata.
+fn eds_200() -> ClusterLoadAssignment {
+    let lb_endpoints = (0..200)
+        .map(|i| LbEndpoint {
+            host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                hostname: format!("host-{i}.example"),
+                ..Default::default()
+            })),
+            metadata: Some(Metadata {
+                filter_metadata: map(
+                    &[(
+                        "envoy.lb",
+                        Struct {
+                            fields: map(&[("version", s("v1")), ("zone", s("a"))], i),
+                        },
+                    )],
+                    0,
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ClusterLoadAssignment {
+        cluster_name: "c1".into(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
