@@ -11,7 +11,7 @@ impl Server {
     ///
     /// A client that already has the current version gets
     /// `FAILED_PRECONDITION` (the REST gateway's 304); a node with no
-    /// snapshot gets `NOT_FOUND`.
+    /// snapshot, or a request no cache is routed for, gets `NOT_FOUND`.
     pub(crate) fn fetch(
         &self,
         mut request: DiscoveryRequest,
@@ -32,7 +32,7 @@ impl Server {
                 "version {:?} is current: nothing to fetch",
                 request.version_info
             )),
-            FetchError::NoSnapshot(_) => Status::not_found(e.to_string()),
+            FetchError::NoSnapshot(_) | FetchError::NoRoute(_) => Status::not_found(e.to_string()),
             FetchError::UnknownType(_) => Status::invalid_argument(e.to_string()),
         })?;
         let message = DiscoveryResponse {

@@ -26,7 +26,7 @@ pub use input::{LinearCacheError, LinearResource};
 /// A collection of resources of one type URL, shared by the whole fleet: no
 /// per-node state, so one update serves every proxy. Typically EDS beside a
 /// [`SnapshotCache`](super::SnapshotCache) for the rest, combined with a
-/// mux cache.
+/// [`MuxCache`](super::MuxCache).
 ///
 /// - The cache version is `<prefix><counter>`; each mutation call that
 ///   changes something bumps the counter once. A state-of-the-world
