@@ -21,8 +21,9 @@ usage: scripts/bench-w1.sh [options]
   -m, --clients M         load clients (one connection each)    [N]
   -i, --interval S        seconds between updates               [2]
   -u, --updates K         updates after the initial snapshot    [5]
-      --linger S          server keeps serving S s after the last update
-                          [5, at least interval + 2]
+      --linger S          server keeps serving at most S s after the last
+                          update; it is stopped once the client is done
+                          [the client timeout]
       --port P            server port on 127.0.0.1              [18000]
       --connect-rate R    clients opened per second             [unlimited]
       --timeout S         client gives up after S seconds       [derived]
@@ -32,7 +33,7 @@ usage: scripts/bench-w1.sh [options]
 EOF
 }
 
-C=1000 E=10 N=1000 M="" INTERVAL=2 UPDATES=5 LINGER=5 PORT=18000
+C=1000 E=10 N=1000 M="" INTERVAL=2 UPDATES=5 LINGER="" PORT=18000
 CONNECT_RATE="" TIMEOUT="" ADS_FLAG="--ads" JSON="" KEEP=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -54,13 +55,13 @@ while [ $# -gt 0 ]; do
   esac
 done
 M="${M:-$N}"
-# The client samples the server for one interval after the last update:
-# the server must outlive that.
-LINGER=$(awk -v l="$LINGER" -v i="$INTERVAL" 'BEGIN { m = i + 2; print (l > m ? l : m) }')
 if [ -z "$TIMEOUT" ]; then
   # Connecting, then K updates, with a generous margin.
   TIMEOUT=$(awk -v m="$M" -v k="$UPDATES" -v i="$INTERVAL" 'BEGIN { printf "%d", 60 + m / 100 + (k + 1) * i * 2 }')
 fi
+# The server must outlive the client, which samples it for one interval
+# after the last update; it is stopped as soon as the client is done.
+LINGER="${LINGER:-$TIMEOUT}"
 
 # Each process holds one socket per client, plus some.
 NEED_FDS=$((M + 1024))
@@ -142,12 +143,7 @@ CLIENT_RC=0
 wait "$CLIENT_PID" || CLIENT_RC=$?
 CLIENT_PID=""
 
-# The server stops by itself after its linger; give it that and a margin.
-WAIT_SERVER=$(awk -v l="$LINGER" -v i="$INTERVAL" 'BEGIN { printf "%d", (l + i + 10) * 10 }')
-for _ in $(seq "$WAIT_SERVER"); do
-  ours "$SERVER_PID" || break
-  sleep 0.1
-done
+# The client is done: stop the server (graceful on SIGTERM).
 stop_pid "$SERVER_PID"
 SERVER_PID=""
 
