@@ -82,7 +82,11 @@ fn build(c: &mut Criterion) {
         b.iter(|| {
             let response = DiscoveryResponse {
                 version_info: "v1".to_string(),
-                resources: eds.resources().iter().map(EncodedResource::to_any).collect(),
+                resources: eds
+                    .resources()
+                    .iter()
+                    .map(EncodedResource::to_any)
+                    .collect(),
                 type_url: type_url::ENDPOINT.to_string(),
                 nonce: "1".to_string(),
                 ..Default::default()
