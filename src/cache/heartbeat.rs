@@ -34,8 +34,8 @@ pub(crate) fn sotw_heartbeat(snapshot: &Snapshot, watch: &WatchRequest) -> Optio
     (!beats.is_empty()).then(|| SotwResponse {
         request: Arc::clone(&watch.request),
         version: Arc::clone(resources.shared_version()),
-        resources: beats,
-        returned: sub.returned().clone(),
+        resources: beats.into(),
+        returned: Arc::clone(sub.shared_returned()),
         heartbeat: true,
     })
 }
@@ -55,7 +55,7 @@ pub(crate) fn delta_heartbeat(
         system_version: Arc::clone(resources.shared_version()),
         resources: beats,
         removed: Vec::new(),
-        returned: sub.returned().clone(),
+        returned: Arc::clone(sub.shared_returned()),
         heartbeat: true,
     })
 }

@@ -1,6 +1,5 @@
 //! Decides what a state-of-the-world watch gets from a snapshot, if anything.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::{
@@ -57,24 +56,28 @@ pub(crate) fn sotw_response(
         request: Arc::clone(&watch.request),
         version: Arc::clone(version),
         resources: added.into_iter().cloned().collect(),
-        returned,
+        returned: Arc::new(returned),
         heartbeat: false,
     })
 }
 
 /// Every subscribed resource that exists, with the snapshot's version.
+/// Wildcard and plain named subscriptions share the answer with every other
+/// watch subscribed alike.
 fn full_response(watch: &WatchRequest, resources: &TypeResources) -> SotwResponse {
-    let version = resources.shared_version();
-    let items: Vec<EncodedResource> = subscribed(&watch.subscription, resources)
-        .cloned()
-        .collect();
-    let returned = items
-        .iter()
-        .map(|r| (Arc::clone(r.shared_name()), Arc::clone(version)))
-        .collect();
+    let sub = &watch.subscription;
+    let (items, returned) = if sub.is_wildcard() {
+        resources.full_wildcard()
+    } else if sub.prefixes().is_empty() {
+        resources.full_named(sub.names())
+    } else {
+        let items: Arc<[EncodedResource]> = subscribed(sub, resources).cloned().collect();
+        let returned = Arc::new(resources.returned_of(&items));
+        (items, returned)
+    };
     SotwResponse {
         request: Arc::clone(&watch.request),
-        version: Arc::clone(version),
+        version: Arc::clone(resources.shared_version()),
         resources: items,
         returned,
         heartbeat: false,
@@ -89,15 +92,8 @@ fn subscribed<'a>(
     if sub.is_wildcard() || !sub.prefixes().is_empty() {
         return Box::new(resources.resources().iter().filter(|r| sub.wants(r.name())));
     }
-    let mut names: Vec<&String> = sub.names().iter().collect();
-    names.sort();
-    let mut seen = HashSet::with_capacity(names.len());
-    Box::new(
-        names
-            .into_iter()
-            .filter(move |n| seen.insert(n.as_str()))
-            .filter_map(|n| resources.get(n)),
-    )
+    // Names are kept sorted and unique.
+    Box::new(sub.names().iter().filter_map(|n| resources.get(n)))
 }
 
 #[cfg(test)]

@@ -204,11 +204,11 @@ impl TypeState {
         &mut self,
         nonce: &str,
         version: Arc<str>,
-        returned: ReturnedResources,
+        returned: Arc<ReturnedResources>,
     ) {
         nonce.clone_into(&mut self.last_nonce);
         self.last_version = version;
-        Arc::make_mut(&mut self.subscription).set_returned(returned);
+        Arc::make_mut(&mut self.subscription).set_shared_returned(returned);
     }
 }
 

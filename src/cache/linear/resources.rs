@@ -45,7 +45,7 @@ impl Resources {
             return self.map.values().collect();
         }
         let mut picked: BTreeMap<&str, &Entry> = BTreeMap::new();
-        for name in sub.names() {
+        for name in sub.names().iter() {
             if let Some((key, entry)) = self.map.get_key_value(name.as_str()) {
                 picked.insert(key, entry);
             }
@@ -79,7 +79,7 @@ impl Resources {
             request: Arc::clone(&watch.request),
             version: Arc::clone(&self.version),
             resources: entries.iter().map(|e| e.resource.clone()).collect(),
-            returned,
+            returned: Arc::new(returned),
             heartbeat: false,
         }
     }

@@ -406,7 +406,7 @@ fn delta_sends_changes_and_removals_with_content_versions() {
     assert_eq!(&*resp.system_version, "p-1");
     let a = EncodedResource::from_message(&cla("a", 0));
     assert_eq!(resp.returned["a"], *a.version(), "a content digest");
-    sub.set_returned(resp.returned);
+    sub.set_shared_returned(resp.returned);
 
     let _w = cache
         .create_delta_watch(delta_watch_with(sub.clone(), false), queue.sink(3))

@@ -46,7 +46,7 @@ impl Watches {
         if sub.is_wildcard() {
             self.wildcard.insert(id);
         } else {
-            for name in sub.names() {
+            for name in sub.names().iter() {
                 self.by_name.entry(name.clone()).or_default().insert(id);
             }
             for prefix in sub.prefixes() {
@@ -64,7 +64,7 @@ impl Watches {
         if sub.is_wildcard() {
             self.wildcard.remove(&id);
         } else {
-            for name in sub.names() {
+            for name in sub.names().iter() {
                 unindex(&mut self.by_name, name, id);
             }
             for prefix in sub.prefixes() {
