@@ -14,8 +14,11 @@ use crate::resource;
 ///   (every resource for a wildcard subscription).
 /// - An equal version gets only newly subscribed resources, except for CDS
 ///   and LDS, which get the full state whenever anything they had changed.
-/// - With `ads_hold`, a named subscription is held while any name it asks
-///   for is missing, so the proxy never sees a partial set.
+/// - With `ads_hold`, a named subscription is held while none of the names
+///   it asks for exists. Names the snapshot lacks are otherwise left out:
+///   Envoy keeps naming the resources of a listener or cluster it is
+///   replacing until the replacement has warmed, which needs the new
+///   resources, so waiting for every name would stall it.
 pub(crate) fn sotw_response(
     snapshot: &Snapshot,
     watch: &WatchRequest,
@@ -23,7 +26,11 @@ pub(crate) fn sotw_response(
 ) -> Option<SotwResponse> {
     let resources = snapshot.by_type_url(watch.type_url())?;
     let sub = &watch.subscription;
-    if ads_hold && !sub.is_wildcard() && sub.names().iter().any(|n| !resources.contains(n)) {
+    if ads_hold
+        && !sub.is_wildcard()
+        && !sub.names().is_empty()
+        && !sub.names().iter().any(|n| resources.contains(n))
+    {
         return None;
     }
     let version = resources.shared_version();
@@ -192,11 +199,16 @@ mod tests {
     }
 
     #[test]
-    fn ads_hold_waits_for_every_named_resource() {
+    fn ads_hold_waits_for_a_named_resource_to_exist() {
         let snap = snapshot("v2", &[], &["a"]);
-        let w = watch(type_url::ENDPOINT, "v1", &["a", "b"], &[]);
+        let w = watch(type_url::ENDPOINT, "v1", &["b", "c"], &[]);
         assert!(sotw_response(&snap, &w, true).is_none());
         assert!(sotw_response(&snap, &w, false).is_some());
+        // Names the snapshot lacks (e.g. of a listener Envoy is replacing)
+        // do not hold back the ones it has.
+        let w = watch(type_url::ENDPOINT, "v1", &["a", "b"], &[]);
+        let resp = sotw_response(&snap, &w, true).unwrap();
+        assert_eq!(names(&resp), ["a"]);
         // A subset of what exists is served (gRPC clients ask one at a time).
         let snap = snapshot("v2", &[], &["a", "b", "c"]);
         let resp = sotw_response(&snap, &w, true).unwrap();
