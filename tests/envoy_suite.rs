@@ -1,7 +1,8 @@
-//! The real-Envoy integration suite, state of the world: our server drives a
-//! real Envoy 1.40 (found or installed by the harness) through several
-//! snapshot versions, in ADS mode and with one gRPC stream per type, and
-//! every listener is checked with real traffic after each version.
+//! The real-Envoy integration suite: our server drives a real Envoy 1.40
+//! (found or installed by the harness) through several snapshot versions in
+//! every mode — ADS, one gRPC stream per type (xds), delta, delta ADS, and
+//! xds served by a MuxCache taking EDS from a LinearCache — and every
+//! listener is checked with real traffic after each version.
 //!
 //! What each version must show:
 //! - Envoy accepted it on every resource type (`*.version_text` stats);
@@ -23,9 +24,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio_stream::wrappers::TcpListenerStream;
+use xds_control_plane::cache::{Cache, LinearCache, MuxCache};
 use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
-    DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
+use xds_control_plane::resource::type_url;
 use xds_control_plane::server::{Callbacks, Nack, StreamId};
 use xds_control_plane::test_support::envoy::{
     http_get, https_get, Bootstrap, EnvoyOptions, EnvoyProcess, HttpResponse, ResourceKind,
@@ -165,6 +168,40 @@ impl Callbacks for Observer {
         *self.responses.lock().entry(key).or_default() += 1;
     }
 
+    fn on_delta_stream_open(&self, stream: StreamId, type_url: &str) -> Result<(), tonic::Status> {
+        self.on_stream_open(stream, type_url)
+    }
+
+    fn on_stream_delta_request(
+        &self,
+        stream: StreamId,
+        request: &DeltaDiscoveryRequest,
+    ) -> Result<(), tonic::Status> {
+        if let Some(error) = &request.error_detail {
+            self.error_requests.lock().push(format!(
+                "stream {stream} {} (delta) nonce {:?}: {}",
+                short(&request.type_url),
+                request.response_nonce,
+                error.message
+            ));
+        }
+        Ok(())
+    }
+
+    fn on_stream_delta_response(
+        &self,
+        stream: StreamId,
+        _request: &DeltaDiscoveryRequest,
+        response: &DeltaDiscoveryResponse,
+    ) {
+        let key = (
+            stream,
+            response.type_url.clone(),
+            response.system_version_info.clone(),
+        );
+        *self.responses.lock().entry(key).or_default() += 1;
+    }
+
     fn on_stream_nack(&self, stream: StreamId, nack: &Nack<'_>) {
         self.nacks.lock().push(format!(
             "stream {stream} {} rejected {:?} (runs {:?}): {}",
@@ -209,15 +246,35 @@ fn short(type_url: &str) -> &str {
 struct ControlPlane {
     port: u16,
     cache: SnapshotCache,
+    /// With `mux`, EDS comes from this fleet-wide cache instead.
+    linear_eds: Option<LinearCache>,
     observer: Arc<Observer>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl ControlPlane {
-    async fn start(ads: bool) -> ControlPlane {
+    /// Serves from a SnapshotCache (ADS hold with `ads`), or with `mux`
+    /// from a MuxCache sending EDS to a LinearCache and the rest to it.
+    async fn start(ads: bool, mux: bool) -> ControlPlane {
         let cache = SnapshotCache::new(ads, IdHash);
         let observer = Arc::new(Observer::default());
-        let server = Server::new(cache.clone(), Arc::clone(&observer));
+        // Versions `v1`, `v2`, … as the snapshots: one update per version.
+        let linear_eds = mux.then(|| LinearCache::new(type_url::ENDPOINT).with_version_prefix("v"));
+        let served: Arc<dyn Cache> = match &linear_eds {
+            Some(linear) => Arc::new(
+                MuxCache::by_type_url()
+                    .with_cache(type_url::ENDPOINT, linear.clone())
+                    .with_cache(type_url::CLUSTER, cache.clone())
+                    .with_cache(type_url::LISTENER, cache.clone())
+                    .with_cache(type_url::ROUTE, cache.clone())
+                    .with_cache(type_url::SCOPED_ROUTE, cache.clone())
+                    .with_cache(type_url::SECRET, cache.clone())
+                    .with_cache(type_url::RUNTIME, cache.clone())
+                    .with_cache(type_url::EXTENSION_CONFIG, cache.clone()),
+            ),
+            None => Arc::new(cache.clone()),
+        };
+        let server = Server::new(served, Arc::clone(&observer));
         // Binding port 0 lets the OS pick a free port, with no race.
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
@@ -242,6 +299,7 @@ impl ControlPlane {
         ControlPlane {
             port,
             cache,
+            linear_eds,
             observer,
             task,
         }
@@ -328,14 +386,15 @@ impl Setup {
     /// Starts three upstreams and our server, sets the snapshot of
     /// `first_version`, then starts Envoy (declaring the RTDS layers the
     /// resources name) in `mode`.
-    async fn start(mode: XdsMode, shape: Shape, first_version: u64) -> Setup {
+    async fn start(mode: XdsMode, mux: bool, shape: Shape, first_version: u64) -> Setup {
         let mut upstreams = Vec::new();
         for name in ["upstream-a", "upstream-b", "upstream-c"] {
             upstreams.push(Upstream::start(name).await.expect("start an upstream"));
         }
         let certs = TestCerts::generate(&[TLS_HOST, "127.0.0.1"]).expect("test certificates");
         let base_port = consecutive_free_ports(shape.listeners());
-        let control_plane = ControlPlane::start(mode == XdsMode::Ads).await;
+        let ads = matches!(mode, XdsMode::Ads | XdsMode::DeltaAds);
+        let control_plane = ControlPlane::start(ads, mux).await;
         let first = resources(mode, shape, base_port, &upstreams, &certs, first_version);
         set_snapshot(&control_plane, &first, first_version);
 
@@ -380,11 +439,23 @@ impl Setup {
         generated
     }
 
+    /// The kinds whose content every version changes. In delta modes a type
+    /// whose resources did not change gets no response at a new version
+    /// (the TLS secret stays the same), so it keeps its older version.
+    fn changing_kinds(&self, version: &str) -> Vec<ResourceKind> {
+        let delta = matches!(self.mode, XdsMode::Delta | XdsMode::DeltaAds);
+        let mut kinds = self.shape.kinds();
+        if delta && version != version_name(1) {
+            kinds.retain(|k| *k != ResourceKind::Secret);
+        }
+        kinds
+    }
+
     /// Waits until Envoy accepted `version` on every type it subscribes to.
     async fn wait_applied(&self, version: &str) {
         if let Err(e) = self
             .envoy
-            .wait_for_version(version, &self.shape.kinds(), APPLY_TIMEOUT)
+            .wait_for_version(version, &self.changing_kinds(version), APPLY_TIMEOUT)
             .await
         {
             panic!(
@@ -489,7 +560,7 @@ impl Setup {
     /// Checks our server sent a response of every type Envoy uses at
     /// `version` (so each type really went through the server).
     fn check_responses(&self, version: &str) {
-        for kind in self.shape.kinds() {
+        for kind in self.changing_kinds(version) {
             assert!(
                 !self
                     .observer()
@@ -578,6 +649,18 @@ fn resources(
 fn set_snapshot(control_plane: &ControlPlane, generated: &GeneratedResources, n: u64) {
     let snapshot = generated.snapshot(&version_name(n)).expect("snapshot");
     snapshot.consistent().expect("consistent snapshot");
+    if let Some(linear) = &control_plane.linear_eds {
+        let endpoints = generated
+            .endpoints
+            .iter()
+            .map(|e| (e.cluster_name.clone(), e));
+        linear.set_resources(endpoints).expect("endpoints");
+        assert_eq!(
+            linear.version(),
+            version_name(n),
+            "one LinearCache update per version"
+        );
+    }
     control_plane.cache.set_snapshot(DEFAULT_NODE_ID, snapshot);
 }
 
@@ -596,9 +679,9 @@ fn envoy_options() -> EnvoyOptions {
 
 /// Three versions, each changing clusters, endpoints, routes and listeners,
 /// applied by Envoy and served on every listener, with no NACK.
-async fn three_versions(mode: XdsMode) {
+async fn three_versions(mode: XdsMode, mux: bool) {
     let started = Instant::now();
-    let setup = Setup::start(mode, FULL, 1).await;
+    let setup = Setup::start(mode, mux, FULL, 1).await;
     for version in 1..=3 {
         setup.push_and_check(version).await;
         setup
@@ -606,7 +689,25 @@ async fn three_versions(mode: XdsMode) {
             .assert_no_nacks(&format!("{mode:?} {}", version_name(version)));
     }
     check_streams(&setup);
-    eprintln!("{mode:?}: 3 versions in {:?}", started.elapsed());
+    if let Some(linear) = &setup.control_plane.linear_eds {
+        // Envoy's EDS watches wait on the LinearCache, not the snapshot.
+        assert!(
+            linear.num_open_watches() > 0,
+            "no EDS watch reached the LinearCache"
+        );
+        assert_eq!(
+            setup
+                .control_plane
+                .cache
+                .status_info(DEFAULT_NODE_ID)
+                .map(|s| s.num_watches > 0),
+            Some(true)
+        );
+    }
+    eprintln!(
+        "{mode:?} (mux: {mux}): 3 versions in {:?}",
+        started.elapsed()
+    );
 }
 
 /// ADS uses one aggregated stream; xds one stream per type, no ADS.
@@ -614,7 +715,9 @@ fn check_streams(setup: &Setup) {
     let opened = setup.observer().opened.lock().clone();
     let types: BTreeSet<&str> = opened.iter().map(String::as_str).collect();
     match setup.mode {
-        XdsMode::Ads => assert_eq!(types, BTreeSet::from([""]), "streams opened: {opened:?}"),
+        XdsMode::Ads | XdsMode::DeltaAds => {
+            assert_eq!(types, BTreeSet::from([""]), "streams opened: {opened:?}")
+        }
         _ => {
             let want: BTreeSet<&str> = setup.shape.kinds().iter().map(|k| k.type_url()).collect();
             assert_eq!(types, want, "streams opened: {opened:?}");
@@ -624,12 +727,29 @@ fn check_streams(setup: &Setup) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ads_three_versions() {
-    three_versions(XdsMode::Ads).await;
+    three_versions(XdsMode::Ads, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn xds_three_versions() {
-    three_versions(XdsMode::Xds).await;
+    three_versions(XdsMode::Xds, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delta_three_versions() {
+    three_versions(XdsMode::Delta, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delta_ads_three_versions() {
+    three_versions(XdsMode::DeltaAds, false).await;
+}
+
+/// xds with EDS from a LinearCache behind a MuxCache (go-control-plane's
+/// `-mux` integration mode).
+#[tokio::test(flavor = "multi_thread")]
+async fn mux_three_versions() {
+    three_versions(XdsMode::Xds, true).await;
 }
 
 /// A small configuration for the NACK test: no TLS, ECDS or RTDS needed.
@@ -650,7 +770,7 @@ const SMALL: Shape = Shape {
 #[tokio::test(flavor = "multi_thread")]
 async fn nack_is_seen_not_resent_and_recovered() {
     let started = Instant::now();
-    let setup = Setup::start(XdsMode::Ads, SMALL, 1).await;
+    let setup = Setup::start(XdsMode::Ads, false, SMALL, 1).await;
     let good = setup.push_and_check(1).await;
     setup.observer().assert_no_nacks("v1");
 
