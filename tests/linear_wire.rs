@@ -2,69 +2,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use futures::future::join_all;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Channel;
 use tonic::Code;
-use xds_control_plane::cache::{Cache, LinearCache};
+use xds_control_plane::cache::LinearCache;
 use xds_control_plane::envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use xds_control_plane::envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_client::EndpointDiscoveryServiceClient;
 use xds_control_plane::resource::type_url::{CLUSTER, ENDPOINT};
-use xds_control_plane::Server;
-
-/// A server on 127.0.0.1 answering from any cache.
-struct Served {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Served {
-    async fn start(cache: impl Cache) -> Served {
-        let server = Server::new(cache, Arc::new(Recorder::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let router = tonic::transport::Server::builder()
-            .add_service(server.ads_service())
-            .add_service(server.eds_service());
-        let task = tokio::spawn(async move {
-            router
-                .serve_with_incoming(TcpListenerStream::new(listener))
-                .await
-                .unwrap();
-        });
-        Served { addr, task }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    async fn ads(&self) -> XdsStream {
-        let mut client = AggregatedDiscoveryServiceClient::new(self.channel().await);
-        XdsStream::open(|r| async move { client.stream_aggregated_resources(r).await }).await
-    }
-
-    async fn delta_ads(&self) -> DeltaStream {
-        let mut client = AggregatedDiscoveryServiceClient::new(self.channel().await);
-        DeltaStream::open(|r| async move { client.delta_aggregated_resources(r).await }).await
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// An endpoint; `weight` changes its content.
 fn cla(name: &str, weight: u32) -> ClusterLoadAssignment {
@@ -104,7 +50,7 @@ async fn wait_for_watches(cache: &LinearCache, n: usize) {
 async fn an_update_reaches_only_the_clients_watching_it() {
     const FLEET: usize = 30;
     let cache = fleet_cache(FLEET);
-    let served = Served::start(cache.clone()).await;
+    let served = Served::cache(cache.clone()).await;
     let mut clients = Vec::new();
     for i in 0..FLEET {
         let node = format!("node-{i}");
@@ -157,7 +103,7 @@ async fn an_update_reaches_only_the_clients_watching_it() {
 #[tokio::test]
 async fn delta_clients_get_changes_and_removals_of_what_they_watch() {
     let cache = fleet_cache(4);
-    let served = Served::start(cache.clone()).await;
+    let served = Served::cache(cache.clone()).await;
     let mut named = Vec::new();
     for i in 0..4 {
         let stream = served.delta_ads().await;
@@ -211,7 +157,7 @@ async fn delta_clients_get_changes_and_removals_of_what_they_watch() {
 #[tokio::test]
 async fn a_client_from_another_instance_gets_everything_at_once() {
     let cache = fleet_cache(2);
-    let served = Served::start(cache.clone()).await;
+    let served = Served::cache(cache.clone()).await;
     let mut ads = served.ads().await;
     // A version without our prefix: sent in full, even what the client has.
     ads.send(request(
@@ -243,7 +189,7 @@ async fn a_client_from_another_instance_gets_everything_at_once() {
 #[tokio::test]
 async fn the_eds_service_streams_and_fetches_from_the_linear_cache() {
     let cache = fleet_cache(2);
-    let served = Served::start(cache.clone()).await;
+    let served = Served::cache(cache.clone()).await;
     let mut client = EndpointDiscoveryServiceClient::new(served.channel().await);
     let fetched = client
         .fetch_endpoints(request("n1", ENDPOINT, "", "", &["ep-1"]))
@@ -280,7 +226,7 @@ async fn the_eds_service_streams_and_fetches_from_the_linear_cache() {
 #[tokio::test]
 async fn a_request_for_another_type_ends_the_stream() {
     let cache = fleet_cache(1);
-    let served = Served::start(cache).await;
+    let served = Served::cache(cache).await;
     let mut ads = served.ads().await;
     ads.send(request("n1", CLUSTER, "", "", &[])).await;
     let status = ads.recv_error().await;

@@ -3,35 +3,35 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Channel;
 use tonic::Code;
 use xds_control_plane::cache::{IdHash, LinearCache, MuxCache, SnapshotCache};
 use xds_control_plane::envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
-use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use xds_control_plane::envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_client::ListenerDiscoveryServiceClient;
 use xds_control_plane::resource::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
-use xds_control_plane::Server;
 
 /// Our server on 127.0.0.1, answering from a mux of a linear EDS cache and
 /// a snapshot cache.
-struct Served {
-    addr: SocketAddr,
+struct Mux {
+    served: Served,
     eds: LinearCache,
     snapshots: SnapshotCache,
-    task: tokio::task::JoinHandle<()>,
 }
 
-impl Served {
+impl std::ops::Deref for Mux {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.served
+    }
+}
+
+impl Mux {
     /// EDS (key `eds`) from the linear cache, every other type (key
     /// `snapshot`) from the snapshot cache, except listeners, which go to a
     /// key with no cache.
-    async fn start() -> Served {
+    async fn start() -> Mux {
         let eds = LinearCache::new(ENDPOINT).with_version_prefix("eds-");
         let snapshots = SnapshotCache::new(false, IdHash);
         let mux = MuxCache::new(|request| {
@@ -44,43 +44,11 @@ impl Served {
         })
         .with_cache("eds", eds.clone())
         .with_cache("snapshot", snapshots.clone());
-        let server = Server::new(mux, Arc::new(Recorder::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let router = tonic::transport::Server::builder()
-            .add_service(server.ads_service())
-            .add_service(server.cds_service())
-            .add_service(server.lds_service());
-        let task = tokio::spawn(async move {
-            router
-                .serve_with_incoming(TcpListenerStream::new(listener))
-                .await
-                .unwrap();
-        });
-        Served {
-            addr,
+        Mux {
+            served: Served::cache(mux).await,
             eds,
             snapshots,
-            task,
         }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    async fn ads(&self) -> XdsStream {
-        let mut client = AggregatedDiscoveryServiceClient::new(self.channel().await);
-        XdsStream::open(|r| async move { client.stream_aggregated_resources(r).await }).await
-    }
-
-    async fn delta_ads(&self) -> DeltaStream {
-        let mut client = AggregatedDiscoveryServiceClient::new(self.channel().await);
-        DeltaStream::open(|r| async move { client.delta_aggregated_resources(r).await }).await
     }
 
     /// Polls until the node has `snapshot` open watches in the snapshot
@@ -105,15 +73,9 @@ impl Served {
     }
 }
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test]
 async fn one_ads_stream_is_served_from_both_caches() {
-    let ts = Served::start().await;
+    let ts = Mux::start().await;
     ts.snapshots
         .set_snapshot("n1", snapshot("v1", &["backend"], &[], &[], &["r1"]));
     ts.eds
@@ -171,7 +133,7 @@ async fn one_ads_stream_is_served_from_both_caches() {
 
 #[tokio::test]
 async fn one_delta_stream_is_served_from_both_caches() {
-    let ts = Served::start().await;
+    let ts = Mux::start().await;
     ts.snapshots
         .set_snapshot("n1", snapshot("v1", &["backend"], &[], &[], &[]));
     ts.eds
@@ -210,7 +172,7 @@ async fn one_delta_stream_is_served_from_both_caches() {
 
 #[tokio::test]
 async fn an_unknown_classifier_key_ends_the_stream_with_its_status() {
-    let ts = Served::start().await;
+    let ts = Mux::start().await;
     ts.snapshots
         .set_snapshot("n1", snapshot("v1", &["backend"], &[], &["l1"], &[]));
     let mut ads = ts.ads().await;
@@ -232,7 +194,7 @@ async fn an_unknown_classifier_key_ends_the_stream_with_its_status() {
 
 #[tokio::test]
 async fn fetch_goes_through_the_mux() {
-    let ts = Served::start().await;
+    let ts = Mux::start().await;
     ts.snapshots
         .set_snapshot("n1", snapshot("v1", &["backend"], &[], &[], &[]));
     let mut cds = ClusterDiscoveryServiceClient::new(ts.channel().await);

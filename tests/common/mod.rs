@@ -90,24 +90,15 @@ impl Callbacks for Recorder {
     }
 }
 
-/// Our server on a free 127.0.0.1 port, every service registered.
-pub struct TestServer {
+/// A `Server` on a free 127.0.0.1 port with every service registered;
+/// stops when dropped.
+pub struct Served {
     pub addr: SocketAddr,
-    pub cache: SnapshotCache,
-    pub server: Server,
-    pub recorder: Arc<Recorder>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl TestServer {
-    pub async fn start(ads: bool) -> TestServer {
-        Self::start_with(ads, ServerOptions::default()).await
-    }
-
-    pub async fn start_with(ads: bool, options: ServerOptions) -> TestServer {
-        let cache = SnapshotCache::new(ads, IdHash);
-        let recorder = Arc::new(Recorder::default());
-        let server = Server::with_options(cache.clone(), Arc::clone(&recorder), options);
+impl Served {
+    pub async fn start(server: &Server) -> Served {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = tonic::transport::Server::builder()
@@ -128,13 +119,12 @@ impl TestServer {
                 .await
                 .unwrap();
         });
-        TestServer {
-            addr,
-            cache,
-            server,
-            recorder,
-            task,
-        }
+        Served { addr, task }
+    }
+
+    /// Serves `cache` with recording callbacks.
+    pub async fn cache(cache: impl xds_control_plane::Cache) -> Served {
+        Served::start(&Server::new(cache, Arc::new(Recorder::default()))).await
     }
 
     pub async fn channel(&self) -> Channel {
@@ -151,6 +141,53 @@ impl TestServer {
             |requests| async move { client.stream_aggregated_resources(requests).await },
         )
         .await
+    }
+
+    pub async fn delta_ads(&self) -> DeltaStream {
+        let mut client = AggregatedDiscoveryServiceClient::new(self.channel().await);
+        DeltaStream::open(
+            |requests| async move { client.delta_aggregated_resources(requests).await },
+        )
+        .await
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Our server on a SnapshotCache, with recording callbacks.
+pub struct TestServer {
+    pub served: Served,
+    pub cache: SnapshotCache,
+    pub server: Server,
+    pub recorder: Arc<Recorder>,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.served
+    }
+}
+
+impl TestServer {
+    pub async fn start(ads: bool) -> TestServer {
+        Self::start_with(ads, ServerOptions::default()).await
+    }
+
+    pub async fn start_with(ads: bool, options: ServerOptions) -> TestServer {
+        let cache = SnapshotCache::new(ads, IdHash);
+        let recorder = Arc::new(Recorder::default());
+        let server = Server::with_options(cache.clone(), Arc::clone(&recorder), options);
+        TestServer {
+            served: Served::start(&server).await,
+            cache,
+            server,
+            recorder,
+        }
     }
 
     /// Polls until `node` has exactly `n` open watches.
@@ -171,12 +208,6 @@ impl TestServer {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -393,14 +424,6 @@ pub fn delta_names(response: &DeltaDiscoveryResponse) -> Vec<String> {
 }
 
 impl TestServer {
-    pub async fn delta_ads(&self) -> DeltaStream {
-        let mut client = AggregatedDiscoveryServiceClient::new(self.channel().await);
-        DeltaStream::open(
-            |requests| async move { client.delta_aggregated_resources(requests).await },
-        )
-        .await
-    }
-
     /// Polls until `node` has exactly `n` open delta watches.
     pub async fn wait_for_delta_watches(&self, node: &str, n: usize) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
