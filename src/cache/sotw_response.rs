@@ -64,14 +64,13 @@ pub(crate) fn sotw_response(
         version: Arc::clone(version),
         resources: added.into_iter().cloned().collect(),
         returned: Arc::new(returned),
-        heartbeat: false,
     })
 }
 
 /// Every subscribed resource that exists, with the snapshot's version.
 /// Wildcard and plain named subscriptions share the answer with every other
 /// watch subscribed alike.
-fn full_response(watch: &WatchRequest, resources: &TypeResources) -> SotwResponse {
+pub(crate) fn full_response(watch: &WatchRequest, resources: &TypeResources) -> SotwResponse {
     let sub = &watch.subscription;
     let (items, returned) = if sub.is_wildcard() {
         resources.full_wildcard()
@@ -87,7 +86,6 @@ fn full_response(watch: &WatchRequest, resources: &TypeResources) -> SotwRespons
         version: Arc::clone(resources.shared_version()),
         resources: items,
         returned,
-        heartbeat: false,
     }
 }
 

@@ -53,8 +53,6 @@ pub struct SotwResponse {
     pub resources: Arc<[EncodedResource]>,
     /// What the client has once it receives this response.
     pub returned: Arc<ReturnedResources>,
-    /// A heartbeat: the resources only refresh their TTL, sent without body.
-    pub heartbeat: bool,
 }
 
 impl SotwResponse {

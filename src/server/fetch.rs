@@ -4,7 +4,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use tonic::{Response, Status};
 
 use super::Server;
-use crate::cache::FetchError;
+use crate::cache::{EncodedResource, FetchError};
 
 impl Server {
     /// Answers a fetch for `served` (the service's type URL).
@@ -40,7 +40,7 @@ impl Server {
             resources: response
                 .resources
                 .iter()
-                .map(|r| r.to_sotw_any(false))
+                .map(EncodedResource::to_sotw_any)
                 .collect(),
             type_url: request.type_url.clone(),
             ..Default::default()

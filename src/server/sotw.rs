@@ -13,7 +13,7 @@ use tonic::Status;
 
 use super::callbacks::Nack;
 use super::stream::{in_ads_order, Protocol, StreamContext, TypeState};
-use crate::cache::{ResponseQueue, SotwResponse, Subscription, WatchRequest};
+use crate::cache::{EncodedResource, ResponseQueue, SotwResponse, Subscription, WatchRequest};
 
 pub(crate) struct SotwStream {
     ctx: StreamContext,
@@ -42,7 +42,7 @@ impl SotwStream {
             resources: response
                 .resources
                 .iter()
-                .map(|r| r.to_sotw_any(response.heartbeat))
+                .map(EncodedResource::to_sotw_any)
                 .collect(),
             type_url: response.type_url().to_string(),
             nonce: self.ctx.next_nonce(),

@@ -80,7 +80,6 @@ impl Resources {
             version: Arc::clone(&self.version),
             resources: entries.iter().map(|e| e.resource.clone()).collect(),
             returned: Arc::new(returned),
-            heartbeat: false,
         }
     }
 }
