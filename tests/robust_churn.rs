@@ -166,7 +166,7 @@ async fn open_stream(channel: Channel, i: usize) -> Open {
 /// connections close at the end: they keep per-connection state that
 /// legitimately grows with time (HPACK tables remember each second's `date`
 /// header), which would hide a leak.
-async fn churn(served: &Served, next: &mut usize, n: usize) {
+async fn churn(served: &Serving, next: &mut usize, n: usize) {
     const CHANNELS: usize = 50;
     let per_channel = n / CHANNELS;
     let mut tasks = Vec::new();

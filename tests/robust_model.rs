@@ -5,8 +5,8 @@
 //! ACKs, NACKs and requests with stale nonces. Each runs against the real
 //! server over a tonic connection (one ADS stream, CDS wildcard and EDS by
 //! name; half the cases with an ADS cache, which holds a named subscription
-//! until every name exists), and a small model of the protocol says what
-//! must come back:
+//! while none of its names exists), and a small model of the protocol says
+//! what must come back:
 //!
 //! - every response carries the version of the snapshot at the time, and
 //!   exactly the resources the model expects (all clusters; the subscribed
@@ -214,7 +214,7 @@ impl SnapshotModel {
 struct Case {
     cache: SnapshotCache,
     observer: Arc<Observer>,
-    _served: Served,
+    _served: Serving,
     tx: mpsc::Sender<DiscoveryRequest>,
     rx: Streaming<DiscoveryResponse>,
     probes_sent: usize,
@@ -283,8 +283,13 @@ impl Case {
             .filter(|n| ty.wants(n))
             .cloned()
             .collect();
-        // An ADS cache holds a named subscription until every name exists.
-        if self.cache.is_ads() && t == EDS && !ty.names.is_subset(snapshot.names(t)) {
+        // An ADS cache holds a named subscription while none of its names
+        // exists.
+        if self.cache.is_ads()
+            && t == EDS
+            && !ty.names.is_empty()
+            && ty.names.is_disjoint(snapshot.names(t))
+        {
             return None;
         }
         if *watch != snapshot.version {
@@ -607,7 +612,7 @@ impl Case {
             None => (pick(0b0101, &CLUSTERS), pick(0b10101, &ENDPOINTS)),
         };
         if self.cache.is_ads() {
-            // Complete, or an ADS cache rightly holds the EDS subscription.
+            // Every subscribed name exists: an ADS cache holds nothing.
             endpoints.extend(self.types[EDS].names.iter().cloned());
         }
         self.set_snapshot(clusters, endpoints);

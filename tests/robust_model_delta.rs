@@ -219,7 +219,7 @@ impl TypeModel {
 struct Case {
     cache: SnapshotCache,
     observer: Arc<Observer>,
-    _served: Served,
+    _served: Serving,
     tx: mpsc::Sender<DeltaDiscoveryRequest>,
     rx: Streaming<DeltaDiscoveryResponse>,
     probes_sent: usize,

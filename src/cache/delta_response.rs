@@ -78,7 +78,7 @@ pub(crate) fn delta_response(
         system_version: resources.system_version(),
         resources: send,
         removed,
-        returned,
+        returned: Arc::new(returned),
         heartbeat: false,
     })
 }
@@ -140,7 +140,7 @@ mod tests {
         assert!(first.removed.is_empty());
 
         let mut sub = Subscription::delta(&strings(&["a", "b"]), &[], &HashMap::new(), true);
-        sub.set_returned(first.returned.clone());
+        sub.set_shared_returned(first.returned.clone());
         assert!(delta_response(eds(&snap), &watch(sub.clone(), false)).is_none());
 
         // b changes, a does not: only b is sent.
@@ -182,7 +182,7 @@ mod tests {
         let sub = Subscription::delta(&[], &[], &HashMap::new(), true);
         let first = delta_response(eds(&before), &watch(sub.clone(), true)).unwrap();
         let mut sub = sub;
-        sub.set_returned(first.returned);
+        sub.set_shared_returned(first.returned);
         let after = snapshot(&[("b", 0)]);
         let resp = delta_response(eds(&after), &watch(sub, false)).unwrap();
         assert!(resp.resources.is_empty());
@@ -195,7 +195,7 @@ mod tests {
         let snap = snapshot(&[("a", 0)]);
         let mut sub = Subscription::delta(&strings(&["*", "a"]), &[], &HashMap::new(), true);
         let first = delta_response(eds(&snap), &watch(sub.clone(), true)).unwrap();
-        sub.set_returned(first.returned);
+        sub.set_shared_returned(first.returned);
         sub.update_delta(&[], &strings(&["a"]));
         let resp = delta_response(eds(&snap), &watch(sub, false)).unwrap();
         assert_eq!(sent(&resp), ["a"]);

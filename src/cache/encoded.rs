@@ -106,16 +106,15 @@ impl EncodedResource {
     }
 
     /// The resource as it goes into a state-of-the-world response: its `Any`,
-    /// or with a TTL, wrapped in a `discovery.v3.Resource` carrying the TTL
-    /// (and, for a heartbeat, no body).
-    pub fn to_sotw_any(&self, heartbeat: bool) -> Any {
+    /// or with a TTL, wrapped in a `discovery.v3.Resource` carrying the TTL.
+    pub fn to_sotw_any(&self) -> Any {
         let Some(ttl) = self.0.ttl else {
             return self.to_any();
         };
         let wrapper = Resource {
             name: self.name().to_string(),
             ttl: Some(proto_duration(ttl)),
-            resource: (!heartbeat).then(|| self.to_any()),
+            resource: Some(self.to_any()),
             ..Default::default()
         };
         Any {
@@ -186,14 +185,14 @@ mod tests {
         assert!(Arc::ptr_eq(copy.version(), encoded.version()));
         let same = EncodedResource::from_message(&cluster);
         assert_eq!(same.version(), encoded.version());
-        assert_eq!(encoded.to_sotw_any(false), encoded.to_any());
+        assert_eq!(encoded.to_sotw_any(), encoded.to_any());
         let any = encoded.to_any();
         assert_eq!(any.type_url, type_url::CLUSTER);
         assert_eq!(any.value, cluster.encode_to_vec());
     }
 
     #[test]
-    fn ttl_wraps_sotw_resources_and_heartbeats_drop_the_body() {
+    fn ttl_wraps_sotw_resources_and_delta_heartbeats_drop_the_body() {
         let cluster = Cluster {
             name: "c1".into(),
             ..Default::default()
@@ -202,7 +201,7 @@ mod tests {
         let ttl = plain.with_ttl(Duration::from_millis(1500));
         assert_eq!(ttl.ttl(), Some(Duration::from_millis(1500)));
         assert_eq!(ttl.version(), plain.version());
-        let wrapped = ttl.to_sotw_any(false);
+        let wrapped = ttl.to_sotw_any();
         assert_eq!(wrapped.type_url, type_url::RESOURCE_WRAPPER);
         let resource = Resource::decode(wrapped.value.as_slice()).unwrap();
         assert_eq!(resource.name, "c1");
@@ -214,8 +213,6 @@ mod tests {
             })
         );
         assert_eq!(resource.resource, Some(plain.to_any()));
-        let beat = Resource::decode(ttl.to_sotw_any(true).value.as_slice()).unwrap();
-        assert!(beat.resource.is_none() && beat.ttl.is_some());
 
         let delta = ttl.to_delta_resource(false);
         assert_eq!(

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::sotw_response::full_response;
 use super::{
     DeltaResponse, DeltaWatchRequest, EncodedResource, Snapshot, SotwResponse, Subscription,
     WatchRequest,
@@ -21,23 +22,23 @@ fn ttl_resources<'a>(
         .collect()
 }
 
-/// A heartbeat for a held state-of-the-world watch whose client is current.
+/// A heartbeat for a held state-of-the-world watch whose client is current
+/// and has resources with a TTL: the full current state again, bodies
+/// included. Envoy's state-of-the-world handling cannot take body-less
+/// heartbeats (its legacy mux ignores them, its unified mux hands
+/// subscriptions an empty update, which RTDS rejects), and a partial answer
+/// would delete the rest of a CDS or LDS state.
 pub(crate) fn sotw_heartbeat(snapshot: &Snapshot, watch: &WatchRequest) -> Option<SotwResponse> {
     let resources = snapshot.by_type_url(watch.type_url())?;
     if resources.version() != watch.version_info {
         return None;
     }
     let sub = &watch.subscription;
-    let beats = ttl_resources(sub, resources.resources(), |r| {
+    let has_ttl = !ttl_resources(sub, resources.resources(), |r| {
         sub.returned().contains_key(r.name())
-    });
-    (!beats.is_empty()).then(|| SotwResponse {
-        request: Arc::clone(&watch.request),
-        version: Arc::clone(resources.shared_version()),
-        resources: beats,
-        returned: sub.returned().clone(),
-        heartbeat: true,
     })
+    .is_empty();
+    has_ttl.then(|| full_response(watch, resources))
 }
 
 /// A heartbeat for a held delta watch: the TTL'd resources the client has at
@@ -55,7 +56,7 @@ pub(crate) fn delta_heartbeat(
         system_version: Arc::clone(resources.shared_version()),
         resources: beats,
         removed: Vec::new(),
-        returned: sub.returned().clone(),
+        returned: Arc::clone(sub.shared_returned()),
         heartbeat: true,
     })
 }

@@ -6,6 +6,8 @@ mod consistency;
 mod delta_response;
 mod encoded;
 mod heartbeat;
+mod linear;
+mod mux_cache;
 mod node_hash;
 mod snapshot;
 mod snapshot_cache;
@@ -20,6 +22,8 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 pub use consistency::{ConsistencyError, Inconsistency};
 pub use encoded::EncodedResource;
 pub use heartbeat::HeartbeatTask;
+pub use linear::{LinearCache, LinearCacheError, LinearResource};
+pub use mux_cache::{MuxCache, MuxRequest};
 pub use node_hash::{IdHash, NodeHash};
 pub use snapshot::{Snapshot, SnapshotBuilder, SnapshotError, TypeResources};
 pub use snapshot_cache::SnapshotCache;
@@ -62,6 +66,9 @@ pub enum FetchError {
     /// The type URL is not one the cache holds.
     #[error("type {0:?} is not served by this cache")]
     UnknownType(String),
+    /// The request cannot be routed to a cache.
+    #[error("no cache for this request: {0}")]
+    NoRoute(String),
 }
 
 /// A source of configuration the xDS server can serve from.

@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 
@@ -18,7 +20,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::envoy::service::runtime::v3::Runtime;
 
-use super::EncodedResource;
+use super::{EncodedResource, ReturnedResources};
 use crate::resource::{ResourceType, XdsResource};
 
 /// Errors from building a [`Snapshot`].
@@ -56,17 +58,32 @@ pub enum SnapshotError {
 }
 
 /// The resources of one type in a snapshot and their version.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct TypeResources {
     version: Arc<str>,
-    ordered: Vec<EncodedResource>,
-    index: HashMap<Arc<str>, usize>,
+    ordered: Arc<[EncodedResource]>,
+    index: HashMap<Arc<str>, usize, ahash::RandomState>,
+    /// What a wildcard client has after a full response: built once.
+    wildcard_returned: OnceLock<Arc<ReturnedResources>>,
+    /// The last full response to a named subscription: every node of a
+    /// fleet usually names the same resources, so they share one answer.
+    named_full: Mutex<Option<NamedFull>>,
 }
+
+struct NamedFull {
+    names: Arc<[String]>,
+    resources: Arc<[EncodedResource]>,
+    returned: Arc<ReturnedResources>,
+}
+
+/// A full answer: the resources and what the client has afterwards.
+pub(crate) type FullAnswer = (Arc<[EncodedResource]>, Arc<ReturnedResources>);
 
 impl TypeResources {
     fn new(version: &str, mut resources: Vec<EncodedResource>) -> Result<Self, SnapshotError> {
         resources.sort_by(|a, b| a.name().cmp(b.name()));
-        let mut index = HashMap::with_capacity(resources.len());
+        let mut index =
+            HashMap::with_capacity_and_hasher(resources.len(), ahash::RandomState::new());
         for (i, resource) in resources.iter().enumerate() {
             if index.insert(resource.shared_name().clone(), i).is_some() {
                 return Err(SnapshotError::DuplicateName {
@@ -77,9 +94,46 @@ impl TypeResources {
         }
         Ok(TypeResources {
             version: Arc::from(version),
-            ordered: resources,
+            ordered: resources.into(),
             index,
+            wildcard_returned: OnceLock::new(),
+            named_full: Mutex::new(None),
         })
+    }
+
+    /// The full answer to a wildcard subscription, shared by all.
+    pub(crate) fn full_wildcard(&self) -> FullAnswer {
+        let returned = self
+            .wildcard_returned
+            .get_or_init(|| Arc::new(self.returned_of(&self.ordered)));
+        (Arc::clone(&self.ordered), Arc::clone(returned))
+    }
+
+    /// The full answer to a subscription naming exactly `names` (sorted),
+    /// shared with the last subscription that named the same.
+    pub(crate) fn full_named(&self, names: &Arc<[String]>) -> FullAnswer {
+        if let Some(memo) = self.named_full.lock().as_ref() {
+            if Arc::ptr_eq(&memo.names, names) || memo.names[..] == names[..] {
+                return (Arc::clone(&memo.resources), Arc::clone(&memo.returned));
+            }
+        }
+        let resources: Arc<[EncodedResource]> =
+            names.iter().filter_map(|n| self.get(n)).cloned().collect();
+        let returned = Arc::new(self.returned_of(&resources));
+        *self.named_full.lock() = Some(NamedFull {
+            names: Arc::clone(names),
+            resources: Arc::clone(&resources),
+            returned: Arc::clone(&returned),
+        });
+        (resources, returned)
+    }
+
+    /// Every resource in `items` at this type's version.
+    pub(crate) fn returned_of(&self, items: &[EncodedResource]) -> ReturnedResources {
+        items
+            .iter()
+            .map(|r| (Arc::clone(r.shared_name()), Arc::clone(&self.version)))
+            .collect()
     }
 
     /// The version of this type.

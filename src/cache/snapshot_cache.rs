@@ -108,8 +108,10 @@ fn take_answered<W, R>(
 
 impl<H: NodeHash> SnapshotCache<H> {
     /// A cache keying nodes with `hash`. With `ads`, a subscription naming
-    /// resources is held until every name exists in the snapshot, so that an
-    /// ADS proxy never receives a partial set.
+    /// resources is held until one of the names exists in the snapshot;
+    /// names the snapshot lacks are left out of the answer (Envoy keeps
+    /// naming the resources of a listener it is replacing until the
+    /// replacement, which needs the new ones, has warmed).
     pub fn new(ads: bool, hash: H) -> Self {
         SnapshotCache {
             inner: Arc::new(Inner {

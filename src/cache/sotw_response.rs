@@ -1,6 +1,5 @@
 //! Decides what a state-of-the-world watch gets from a snapshot, if anything.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::{
@@ -15,8 +14,11 @@ use crate::resource;
 ///   (every resource for a wildcard subscription).
 /// - An equal version gets only newly subscribed resources, except for CDS
 ///   and LDS, which get the full state whenever anything they had changed.
-/// - With `ads_hold`, a named subscription is held while any name it asks
-///   for is missing, so the proxy never sees a partial set.
+/// - With `ads_hold`, a named subscription is held while none of the names
+///   it asks for exists. Names the snapshot lacks are otherwise left out:
+///   Envoy keeps naming the resources of a listener or cluster it is
+///   replacing until the replacement has warmed, which needs the new
+///   resources, so waiting for every name would stall it.
 pub(crate) fn sotw_response(
     snapshot: &Snapshot,
     watch: &WatchRequest,
@@ -24,7 +26,11 @@ pub(crate) fn sotw_response(
 ) -> Option<SotwResponse> {
     let resources = snapshot.by_type_url(watch.type_url())?;
     let sub = &watch.subscription;
-    if ads_hold && !sub.is_wildcard() && sub.names().iter().any(|n| !resources.contains(n)) {
+    if ads_hold
+        && !sub.is_wildcard()
+        && !sub.names().is_empty()
+        && !sub.names().iter().any(|n| resources.contains(n))
+    {
         return None;
     }
     let version = resources.shared_version();
@@ -57,27 +63,29 @@ pub(crate) fn sotw_response(
         request: Arc::clone(&watch.request),
         version: Arc::clone(version),
         resources: added.into_iter().cloned().collect(),
-        returned,
-        heartbeat: false,
+        returned: Arc::new(returned),
     })
 }
 
 /// Every subscribed resource that exists, with the snapshot's version.
-fn full_response(watch: &WatchRequest, resources: &TypeResources) -> SotwResponse {
-    let version = resources.shared_version();
-    let items: Vec<EncodedResource> = subscribed(&watch.subscription, resources)
-        .cloned()
-        .collect();
-    let returned = items
-        .iter()
-        .map(|r| (Arc::clone(r.shared_name()), Arc::clone(version)))
-        .collect();
+/// Wildcard and plain named subscriptions share the answer with every other
+/// watch subscribed alike.
+pub(crate) fn full_response(watch: &WatchRequest, resources: &TypeResources) -> SotwResponse {
+    let sub = &watch.subscription;
+    let (items, returned) = if sub.is_wildcard() {
+        resources.full_wildcard()
+    } else if sub.prefixes().is_empty() {
+        resources.full_named(sub.names())
+    } else {
+        let items: Arc<[EncodedResource]> = subscribed(sub, resources).cloned().collect();
+        let returned = Arc::new(resources.returned_of(&items));
+        (items, returned)
+    };
     SotwResponse {
         request: Arc::clone(&watch.request),
-        version: Arc::clone(version),
+        version: Arc::clone(resources.shared_version()),
         resources: items,
         returned,
-        heartbeat: false,
     }
 }
 
@@ -89,15 +97,8 @@ fn subscribed<'a>(
     if sub.is_wildcard() || !sub.prefixes().is_empty() {
         return Box::new(resources.resources().iter().filter(|r| sub.wants(r.name())));
     }
-    let mut names: Vec<&String> = sub.names().iter().collect();
-    names.sort();
-    let mut seen = HashSet::with_capacity(names.len());
-    Box::new(
-        names
-            .into_iter()
-            .filter(move |n| seen.insert(n.as_str()))
-            .filter_map(|n| resources.get(n)),
-    )
+    // Names are kept sorted and unique.
+    Box::new(sub.names().iter().filter_map(|n| resources.get(n)))
 }
 
 #[cfg(test)]
@@ -196,11 +197,16 @@ mod tests {
     }
 
     #[test]
-    fn ads_hold_waits_for_every_named_resource() {
+    fn ads_hold_waits_for_a_named_resource_to_exist() {
         let snap = snapshot("v2", &[], &["a"]);
-        let w = watch(type_url::ENDPOINT, "v1", &["a", "b"], &[]);
+        let w = watch(type_url::ENDPOINT, "v1", &["b", "c"], &[]);
         assert!(sotw_response(&snap, &w, true).is_none());
         assert!(sotw_response(&snap, &w, false).is_some());
+        // Names the snapshot lacks (e.g. of a listener Envoy is replacing)
+        // do not hold back the ones it has.
+        let w = watch(type_url::ENDPOINT, "v1", &["a", "b"], &[]);
+        let resp = sotw_response(&snap, &w, true).unwrap();
+        assert_eq!(names(&resp), ["a"]);
         // A subset of what exists is served (gRPC clients ask one at a time).
         let snap = snapshot("v2", &[], &["a", "b", "c"]);
         let resp = sotw_response(&snap, &w, true).unwrap();

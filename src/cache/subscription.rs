@@ -1,14 +1,15 @@
 //! What one stream has subscribed to for one type, and what it was sent.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The explicit wildcard resource name.
 pub const WILDCARD: &str = "*";
 const GLOB_SUFFIX: &str = "/*";
 
-/// Names sent to a client, each with the version it was sent at.
-pub type ReturnedResources = HashMap<Arc<str>, Arc<str>>;
+/// Names sent to a client, each with the version it was sent at. Shared:
+/// streams in the same state hold one copy.
+pub type ReturnedResources = HashMap<Arc<str>, Arc<str>, ahash::RandomState>;
 
 /// A stream's subscription to one resource type.
 ///
@@ -20,9 +21,11 @@ pub type ReturnedResources = HashMap<Arc<str>, Arc<str>>;
 pub struct Subscription {
     wildcard: bool,
     allow_legacy_wildcard: bool,
-    names: HashSet<String>,
+    /// Exact names, sorted and without duplicates; shared so that equal
+    /// subscriptions can be recognised and their responses shared.
+    names: Arc<[String]>,
     prefixes: Vec<String>,
-    returned: ReturnedResources,
+    returned: Arc<ReturnedResources>,
 }
 
 impl Subscription {
@@ -48,29 +51,50 @@ impl Subscription {
             }
             self.allow_legacy_wildcard = false;
         }
-        let mut exact = HashSet::with_capacity(names.len());
+        if self.is_same_sotw_request(names) {
+            return; // an ACK restating the subscription: nothing to redo
+        }
+        let mut exact = Vec::with_capacity(names.len());
         let mut prefixes = Vec::new();
         let mut wildcard = false;
         for name in names {
             if name == WILDCARD {
                 wildcard = true;
-            } else if let Some(prefix) = name
-                .strip_suffix('*')
-                .filter(|_| name.ends_with(GLOB_SUFFIX))
-            {
+            } else if let Some(prefix) = glob_prefix(name) {
                 prefixes.push(prefix.to_string());
             } else {
-                exact.insert(name.clone());
+                exact.push(name.clone());
             }
         }
+        exact.sort_unstable();
+        exact.dedup();
         self.wildcard = wildcard;
-        self.names = exact;
+        self.names = exact.into();
         self.prefixes = prefixes;
         if !wildcard {
             let (names, prefixes) = (&self.names, &self.prefixes);
-            self.returned
-                .retain(|name, _| names.contains(&**name) || matches_prefix(prefixes, name));
+            let keep = |name: &Arc<str>| has(names, name) || matches_prefix(prefixes, name);
+            if !self.returned.keys().all(keep) {
+                Arc::make_mut(&mut self.returned).retain(|name, _| keep(name));
+            }
         }
+    }
+
+    /// Whether `names` (a SotW request's list) says exactly what this
+    /// subscription already holds, checked without allocating.
+    fn is_same_sotw_request(&self, names: &[String]) -> bool {
+        let entries = self.names.len() + self.prefixes.len() + usize::from(self.wildcard);
+        names.len() == entries
+            && !names.is_empty()
+            && names.iter().all(|n| {
+                if n == WILDCARD {
+                    self.wildcard
+                } else if let Some(prefix) = glob_prefix(n) {
+                    self.prefixes.iter().any(|p| p == prefix)
+                } else {
+                    has(&self.names, n)
+                }
+            })
     }
 
     /// An incremental (delta) subscription from a first request: the names
@@ -85,10 +109,12 @@ impl Subscription {
         let mut sub = Subscription {
             wildcard: subscribe.is_empty() && allow_legacy_wildcard,
             allow_legacy_wildcard,
-            returned: initial_versions
-                .iter()
-                .map(|(name, version)| (Arc::from(name.as_str()), Arc::from(version.as_str())))
-                .collect(),
+            returned: Arc::new(
+                initial_versions
+                    .iter()
+                    .map(|(name, version)| (Arc::from(name.as_str()), Arc::from(version.as_str())))
+                    .collect(),
+            ),
             ..Default::default()
         };
         sub.update_delta(subscribe, unsubscribe);
@@ -108,6 +134,10 @@ impl Subscription {
             }
             self.allow_legacy_wildcard = false;
         }
+        if subscribe.is_empty() && unsubscribe.is_empty() {
+            return;
+        }
+        let mut names: Vec<String> = self.names.to_vec();
         for name in subscribe {
             if name == WILDCARD {
                 self.wildcard = true;
@@ -116,31 +146,41 @@ impl Subscription {
                     self.prefixes.push(prefix.to_string());
                 }
             } else {
-                self.names.insert(name.clone());
+                names.push(name.clone());
             }
         }
+        names.sort_unstable();
+        names.dedup();
         for name in unsubscribe {
             if name == WILDCARD {
                 self.wildcard = false;
             } else if let Some(prefix) = glob_prefix(name) {
                 self.prefixes.retain(|p| p != prefix);
                 // The client drops what it no longer wants; forget it too.
-                let (wildcard, names, prefixes) = (self.wildcard, &self.names, &self.prefixes);
-                self.returned.retain(|n, _| {
+                let (wildcard, prefixes) = (self.wildcard, &self.prefixes);
+                Arc::make_mut(&mut self.returned).retain(|n, _| {
                     !n.starts_with(prefix)
                         || wildcard
-                        || names.contains(&**n)
+                        || has(&names, n)
                         || matches_prefix(prefixes, n)
                 });
             } else {
-                if self.names.remove(name.as_str()) && self.wildcard {
-                    self.returned
-                        .insert(Arc::from(name.as_str()), Arc::from(""));
+                let was_named = match names.binary_search(name) {
+                    Ok(i) => {
+                        names.remove(i);
+                        true
+                    }
+                    Err(_) => false,
+                };
+                let returned = Arc::make_mut(&mut self.returned);
+                if was_named && self.wildcard {
+                    returned.insert(Arc::from(name.as_str()), Arc::from(""));
                 } else {
-                    self.returned.remove(name.as_str());
+                    returned.remove(name.as_str());
                 }
             }
         }
+        self.names = names.into();
     }
 
     /// Whether every resource of the type is subscribed.
@@ -148,9 +188,14 @@ impl Subscription {
         self.wildcard
     }
 
-    /// Names subscribed to explicitly (not `*`, not prefixes).
-    pub fn names(&self) -> &HashSet<String> {
+    /// Names subscribed to explicitly (not `*`, not prefixes), sorted.
+    pub fn names(&self) -> &Arc<[String]> {
         &self.names
+    }
+
+    /// Whether `name` is subscribed to explicitly.
+    pub fn has_name(&self, name: &str) -> bool {
+        has(&self.names, name)
     }
 
     /// Prefixes subscribed with `prefix/*` (stored with the trailing `/`).
@@ -160,7 +205,7 @@ impl Subscription {
 
     /// Whether a resource of this name is wanted.
     pub fn wants(&self, name: &str) -> bool {
-        self.wildcard || self.names.contains(name) || matches_prefix(&self.prefixes, name)
+        self.wildcard || has(&self.names, name) || matches_prefix(&self.prefixes, name)
     }
 
     /// What was sent, by name, with versions.
@@ -168,10 +213,25 @@ impl Subscription {
         &self.returned
     }
 
+    /// The same, shared.
+    pub fn shared_returned(&self) -> &Arc<ReturnedResources> {
+        &self.returned
+    }
+
     /// Records what the client now has (set when a response is sent).
     pub fn set_returned(&mut self, returned: ReturnedResources) {
+        self.returned = Arc::new(returned);
+    }
+
+    /// The same, sharing a map other streams may hold too.
+    pub fn set_shared_returned(&mut self, returned: Arc<ReturnedResources>) {
         self.returned = returned;
     }
+}
+
+/// Whether the sorted `names` hold `name`.
+fn has(names: &[String], name: &str) -> bool {
+    names.binary_search_by(|n| n.as_str().cmp(name)).is_ok()
 }
 
 /// `"svc/*"` subscribes to names starting with `"svc/"`.
@@ -235,7 +295,7 @@ mod tests {
         let mut sub = Subscription::delta(&[], &[], &HashMap::new(), true);
         assert!(sub.is_wildcard());
         sub.update_delta(&names(&["a"]), &[]);
-        assert!(sub.is_wildcard() && sub.names().contains("a"));
+        assert!(sub.is_wildcard() && sub.has_name("a"));
         sub.update_delta(&[], &names(&["*"]));
         assert!(!sub.is_wildcard());
         assert!(sub.wants("a") && !sub.wants("b"));

@@ -48,12 +48,11 @@ pub struct SotwResponse {
     pub request: Arc<DiscoveryRequest>,
     /// The version this response carries.
     pub version: Arc<str>,
-    /// The resources to send, already encoded.
-    pub resources: Vec<EncodedResource>,
+    /// The resources to send, already encoded (shared by every stream
+    /// getting the same answer).
+    pub resources: Arc<[EncodedResource]>,
     /// What the client has once it receives this response.
-    pub returned: ReturnedResources,
-    /// A heartbeat: the resources only refresh their TTL, sent without body.
-    pub heartbeat: bool,
+    pub returned: Arc<ReturnedResources>,
 }
 
 impl SotwResponse {
@@ -101,7 +100,7 @@ pub struct DeltaResponse {
     /// Names the client has that no longer exist or are no longer wanted.
     pub removed: Vec<String>,
     /// What the client has once it receives this response.
-    pub returned: ReturnedResources,
+    pub returned: Arc<ReturnedResources>,
     /// A heartbeat: the resources only refresh their TTL, sent without body.
     pub heartbeat: bool,
 }

@@ -16,17 +16,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use tonic::Status;
 
 use super::callbacks::Nack;
-use super::stream::{Protocol, StreamContext};
-use crate::cache::{DeltaResponse, DeltaWatchRequest, ResponseQueue, Subscription, WatchHandle};
-use crate::resource;
-
-struct TypeState {
-    subscription: Arc<Subscription>,
-    watch: Option<WatchHandle>,
-    watch_id: u64,
-    last_nonce: String,
-    last_version: Arc<str>,
-}
+use super::stream::{in_ads_order, Protocol, StreamContext, TypeState};
+use crate::cache::{DeltaResponse, DeltaWatchRequest, ResponseQueue, Subscription};
 
 pub(crate) struct DeltaStream {
     ctx: StreamContext,
@@ -45,10 +36,9 @@ impl DeltaStream {
 
     fn stamp(&mut self, watch_id: u64, response: DeltaResponse) -> Option<DeltaDiscoveryResponse> {
         let state = self.types.get_mut(response.type_url())?;
-        if state.watch_id != watch_id {
+        if !state.accept(watch_id) {
             return None;
         }
-        state.watch = None;
         let resources = response
             .resources
             .iter()
@@ -62,9 +52,7 @@ impl DeltaStream {
             nonce: self.ctx.next_nonce(),
             ..Default::default()
         };
-        state.last_nonce.clone_from(&message.nonce);
-        state.last_version = response.system_version;
-        Arc::make_mut(&mut state.subscription).set_returned(response.returned);
+        state.record_sent(&message.nonce, response.system_version, response.returned);
         self.ctx.shared.callbacks.on_stream_delta_response(
             self.ctx.id,
             &response.request,
@@ -110,13 +98,7 @@ impl Protocol for DeltaStream {
                     &request.initial_resource_versions,
                     legacy,
                 );
-                let state = TypeState {
-                    subscription: Arc::new(subscription),
-                    watch: None,
-                    watch_id: 0,
-                    last_nonce: String::new(),
-                    last_version: Arc::from(""),
-                };
+                let state = TypeState::new(subscription);
                 self.types.entry(type_url.clone()).or_insert(state)
             }
         };
@@ -163,9 +145,7 @@ impl Protocol for DeltaStream {
     }
 
     fn take_ready(&mut self) -> Vec<DeltaDiscoveryResponse> {
-        let mut pending = self.queue.take();
-        pending.sort_by_key(|(_, response)| resource::response_order(response.type_url()));
-        pending
+        in_ads_order(&self.queue, DeltaResponse::type_url)
             .into_iter()
             .filter_map(|(watch_id, response)| self.stamp(watch_id, response))
             .collect()

@@ -4,14 +4,14 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use tonic::{Response, Status};
 
 use super::Server;
-use crate::cache::FetchError;
+use crate::cache::{EncodedResource, FetchError};
 
 impl Server {
     /// Answers a fetch for `served` (the service's type URL).
     ///
     /// A client that already has the current version gets
     /// `FAILED_PRECONDITION` (the REST gateway's 304); a node with no
-    /// snapshot gets `NOT_FOUND`.
+    /// snapshot, or a request no cache is routed for, gets `NOT_FOUND`.
     pub(crate) fn fetch(
         &self,
         mut request: DiscoveryRequest,
@@ -32,7 +32,7 @@ impl Server {
                 "version {:?} is current: nothing to fetch",
                 request.version_info
             )),
-            FetchError::NoSnapshot(_) => Status::not_found(e.to_string()),
+            FetchError::NoSnapshot(_) | FetchError::NoRoute(_) => Status::not_found(e.to_string()),
             FetchError::UnknownType(_) => Status::invalid_argument(e.to_string()),
         })?;
         let message = DiscoveryResponse {
@@ -40,7 +40,7 @@ impl Server {
             resources: response
                 .resources
                 .iter()
-                .map(|r| r.to_sotw_any(false))
+                .map(EncodedResource::to_sotw_any)
                 .collect(),
             type_url: request.type_url.clone(),
             ..Default::default()

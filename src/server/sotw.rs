@@ -12,24 +12,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use tonic::Status;
 
 use super::callbacks::Nack;
-use super::stream::{Protocol, StreamContext};
-use crate::cache::{ResponseQueue, SotwResponse, Subscription, WatchHandle, WatchRequest};
-use crate::resource;
-
-/// Per-type protocol state of one stream.
-struct TypeState {
-    subscription: Arc<Subscription>,
-    /// The open watch; `None` once answered and until the next request.
-    watch: Option<WatchHandle>,
-    /// Id of the latest watch; answers tagged with another id are stale.
-    watch_id: u64,
-    /// Nonce and version of the latest response sent ("" before any).
-    last_nonce: String,
-    last_version: Arc<str>,
-    /// The client rejected the latest response: until the next one, every
-    /// request waits at the rejected version.
-    nacked: bool,
-}
+use super::stream::{in_ads_order, Protocol, StreamContext, TypeState};
+use crate::cache::{EncodedResource, ResponseQueue, SotwResponse, Subscription, WatchRequest};
 
 pub(crate) struct SotwStream {
     ctx: StreamContext,
@@ -50,25 +34,21 @@ impl SotwStream {
     /// now has; `None` for an answer to a watch since replaced.
     fn stamp(&mut self, watch_id: u64, response: SotwResponse) -> Option<DiscoveryResponse> {
         let state = self.types.get_mut(response.type_url())?;
-        if state.watch_id != watch_id {
+        if !state.accept(watch_id) {
             return None;
         }
-        state.watch = None;
         let message = DiscoveryResponse {
             version_info: response.version.to_string(),
             resources: response
                 .resources
                 .iter()
-                .map(|r| r.to_sotw_any(response.heartbeat))
+                .map(EncodedResource::to_sotw_any)
                 .collect(),
             type_url: response.type_url().to_string(),
             nonce: self.ctx.next_nonce(),
             ..Default::default()
         };
-        state.last_nonce.clone_from(&message.nonce);
-        state.last_version = response.version;
-        state.nacked = false;
-        Arc::make_mut(&mut state.subscription).set_returned(response.returned);
+        state.record_sent(&message.nonce, response.version, response.returned);
         self.ctx
             .shared
             .callbacks
@@ -112,14 +92,7 @@ impl Protocol for SotwStream {
             None => {
                 ctx.check_type_budget(self.types.len())?;
                 let legacy = ctx.shared.options.legacy_wildcard.allowed_for(&type_url);
-                let state = TypeState {
-                    subscription: Arc::new(Subscription::sotw(&request.resource_names, legacy)),
-                    watch: None,
-                    watch_id: 0,
-                    last_nonce: String::new(),
-                    last_version: Arc::from(""),
-                    nacked: false,
-                };
+                let state = TypeState::new(Subscription::sotw(&request.resource_names, legacy));
                 self.types.entry(type_url.clone()).or_insert(state)
             }
         };
@@ -168,9 +141,7 @@ impl Protocol for SotwStream {
     }
 
     fn take_ready(&mut self) -> Vec<DiscoveryResponse> {
-        let mut pending = self.queue.take();
-        pending.sort_by_key(|(_, response)| resource::response_order(response.type_url()));
-        pending
+        in_ads_order(&self.queue, SotwResponse::type_url)
             .into_iter()
             .filter_map(|(watch_id, response)| self.stamp(watch_id, response))
             .collect()

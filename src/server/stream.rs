@@ -11,7 +11,8 @@ use tonic::Status;
 
 use super::callbacks::StreamId;
 use super::Shared;
-use crate::cache::ResponseQueue;
+use crate::cache::{ResponseQueue, ReturnedResources, Subscription, WatchHandle};
+use crate::resource;
 
 /// One flavour of the xDS protocol on one stream.
 pub(crate) trait Protocol: Send + 'static {
@@ -171,4 +172,66 @@ impl StreamContext {
         self.next_watch_id += 1;
         self.next_watch_id
     }
+}
+
+/// Per-type protocol state of one stream, state of the world or delta.
+pub(crate) struct TypeState {
+    pub(crate) subscription: Arc<Subscription>,
+    /// The open watch; `None` once answered and until the next request.
+    pub(crate) watch: Option<WatchHandle>,
+    /// Id of the latest watch; answers tagged with another id are stale.
+    pub(crate) watch_id: u64,
+    /// Nonce and version of the latest response sent ("" before any).
+    pub(crate) last_nonce: String,
+    pub(crate) last_version: Arc<str>,
+    /// State of the world: the client rejected the latest response, so
+    /// until the next one every request waits at the rejected version.
+    pub(crate) nacked: bool,
+}
+
+impl TypeState {
+    pub(crate) fn new(subscription: Subscription) -> Self {
+        TypeState {
+            subscription: Arc::new(subscription),
+            watch: None,
+            watch_id: 0,
+            last_nonce: String::new(),
+            last_version: Arc::from(""),
+            nacked: false,
+        }
+    }
+
+    /// Accepts the answer of watch `watch_id`, unless that watch has since
+    /// been replaced (then the answer is stale and dropped).
+    pub(crate) fn accept(&mut self, watch_id: u64) -> bool {
+        if self.watch_id != watch_id {
+            return false;
+        }
+        self.watch = None;
+        true
+    }
+
+    /// Records a response as sent: its nonce and version, and what the
+    /// client now has.
+    pub(crate) fn record_sent(
+        &mut self,
+        nonce: &str,
+        version: Arc<str>,
+        returned: Arc<ReturnedResources>,
+    ) {
+        nonce.clone_into(&mut self.last_nonce);
+        self.last_version = version;
+        self.nacked = false;
+        Arc::make_mut(&mut self.subscription).set_shared_returned(returned);
+    }
+}
+
+/// The pending answers, in ADS order (oldest first within a type).
+pub(crate) fn in_ads_order<R>(
+    queue: &ResponseQueue<R>,
+    type_url: impl Fn(&R) -> &str,
+) -> Vec<(u64, R)> {
+    let mut pending = queue.take();
+    pending.sort_by_key(|(_, response)| resource::response_order(type_url(response)));
+    pending
 }

@@ -18,7 +18,9 @@ use xds_control_plane::envoy_types::pb::envoy::config::endpoint::v3::ClusterLoad
 use xds_control_plane::envoy_types::pb::envoy::config::listener::v3::Listener;
 use xds_control_plane::envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use xds_control_plane::envoy_types::pb::google::rpc::Status as RpcStatus;
 use xds_control_plane::server::{Callbacks, Nack, ServerOptions, StreamId};
 use xds_control_plane::Server;
@@ -88,24 +90,15 @@ impl Callbacks for Recorder {
     }
 }
 
-/// Our server on a free 127.0.0.1 port, every service registered.
-pub struct TestServer {
+/// A `Server` on a free 127.0.0.1 port with every service registered;
+/// stops when dropped.
+pub struct Served {
     pub addr: SocketAddr,
-    pub cache: SnapshotCache,
-    pub server: Server,
-    pub recorder: Arc<Recorder>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl TestServer {
-    pub async fn start(ads: bool) -> TestServer {
-        Self::start_with(ads, ServerOptions::default()).await
-    }
-
-    pub async fn start_with(ads: bool, options: ServerOptions) -> TestServer {
-        let cache = SnapshotCache::new(ads, IdHash);
-        let recorder = Arc::new(Recorder::default());
-        let server = Server::with_options(cache.clone(), Arc::clone(&recorder), options);
+impl Served {
+    pub async fn start(server: &Server) -> Served {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = tonic::transport::Server::builder()
@@ -126,13 +119,12 @@ impl TestServer {
                 .await
                 .unwrap();
         });
-        TestServer {
-            addr,
-            cache,
-            server,
-            recorder,
-            task,
-        }
+        Served { addr, task }
+    }
+
+    /// Serves `cache` with recording callbacks.
+    pub async fn cache(cache: impl xds_control_plane::Cache) -> Served {
+        Served::start(&Server::new(cache, Arc::new(Recorder::default()))).await
     }
 
     pub async fn channel(&self) -> Channel {
@@ -149,6 +141,53 @@ impl TestServer {
             |requests| async move { client.stream_aggregated_resources(requests).await },
         )
         .await
+    }
+
+    pub async fn delta_ads(&self) -> DeltaStream {
+        let mut client = AggregatedDiscoveryServiceClient::new(self.channel().await);
+        DeltaStream::open(
+            |requests| async move { client.delta_aggregated_resources(requests).await },
+        )
+        .await
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Our server on a SnapshotCache, with recording callbacks.
+pub struct TestServer {
+    pub served: Served,
+    pub cache: SnapshotCache,
+    pub server: Server,
+    pub recorder: Arc<Recorder>,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.served
+    }
+}
+
+impl TestServer {
+    pub async fn start(ads: bool) -> TestServer {
+        Self::start_with(ads, ServerOptions::default()).await
+    }
+
+    pub async fn start_with(ads: bool, options: ServerOptions) -> TestServer {
+        let cache = SnapshotCache::new(ads, IdHash);
+        let recorder = Arc::new(Recorder::default());
+        let server = Server::with_options(cache.clone(), Arc::clone(&recorder), options);
+        TestServer {
+            served: Served::start(&server).await,
+            cache,
+            server,
+            recorder,
+        }
     }
 
     /// Polls until `node` has exactly `n` open watches.
@@ -172,41 +211,40 @@ impl TestServer {
     }
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// One bidirectional xDS stream seen from the client side.
-pub struct XdsStream {
-    tx: mpsc::Sender<DiscoveryRequest>,
-    pub rx: Streaming<DiscoveryResponse>,
+pub struct ClientStream<Req, Resp> {
+    tx: mpsc::Sender<Req>,
+    pub rx: Streaming<Resp>,
 }
 
-impl XdsStream {
+/// A state-of-the-world stream.
+pub type XdsStream = ClientStream<DiscoveryRequest, DiscoveryResponse>;
+/// An incremental (delta) stream.
+pub type DeltaStream = ClientStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>;
+
+impl<Req, Resp: std::fmt::Debug> ClientStream<Req, Resp> {
     /// Opens a stream with any generated client's streaming call.
-    pub async fn open<F, Fut>(call: F) -> XdsStream
+    pub async fn open<F, Fut>(call: F) -> Self
     where
-        F: FnOnce(ReceiverStream<DiscoveryRequest>) -> Fut,
-        Fut: std::future::Future<
-            Output = Result<tonic::Response<Streaming<DiscoveryResponse>>, Status>,
-        >,
+        F: FnOnce(ReceiverStream<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Streaming<Resp>>, Status>>,
     {
         let (tx, rx) = mpsc::channel(16);
         let response = call(ReceiverStream::new(rx)).await.expect("stream opens");
-        XdsStream {
+        ClientStream {
             tx,
             rx: response.into_inner(),
         }
     }
 
-    pub async fn send(&self, request: DiscoveryRequest) {
-        self.tx.send(request).await.expect("stream is open");
+    pub async fn send(&self, request: Req) {
+        if self.tx.send(request).await.is_err() {
+            panic!("stream is closed");
+        }
     }
 
     /// The next response; fails the test if none comes in time.
-    pub async fn recv(&mut self) -> DiscoveryResponse {
+    pub async fn recv(&mut self) -> Resp {
         match tokio::time::timeout(PATIENCE, self.rx.message()).await {
             Ok(Ok(Some(response))) => response,
             Ok(Ok(None)) => panic!("stream ended"),
@@ -230,7 +268,9 @@ impl XdsStream {
             panic!("expected no response, got {result:?}");
         }
     }
+}
 
+impl XdsStream {
     /// Acknowledges a response, keeping the same subscription.
     pub async fn ack(&self, node: &str, response: &DiscoveryResponse, names: &[&str]) {
         self.send(request(
@@ -351,60 +391,7 @@ pub fn names(response: &DiscoveryResponse) -> Vec<String> {
         .collect()
 }
 
-use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
-};
-
-/// One incremental (delta) xDS stream seen from the client side.
-pub struct DeltaStream {
-    tx: mpsc::Sender<DeltaDiscoveryRequest>,
-    pub rx: Streaming<DeltaDiscoveryResponse>,
-}
-
 impl DeltaStream {
-    /// Opens a stream with any generated client's delta call.
-    pub async fn open<F, Fut>(call: F) -> DeltaStream
-    where
-        F: FnOnce(ReceiverStream<DeltaDiscoveryRequest>) -> Fut,
-        Fut: std::future::Future<
-            Output = Result<tonic::Response<Streaming<DeltaDiscoveryResponse>>, Status>,
-        >,
-    {
-        let (tx, rx) = mpsc::channel(16);
-        let response = call(ReceiverStream::new(rx)).await.expect("stream opens");
-        DeltaStream {
-            tx,
-            rx: response.into_inner(),
-        }
-    }
-
-    pub async fn send(&self, request: DeltaDiscoveryRequest) {
-        self.tx.send(request).await.expect("stream is open");
-    }
-
-    pub async fn recv(&mut self) -> DeltaDiscoveryResponse {
-        match tokio::time::timeout(PATIENCE, self.rx.message()).await {
-            Ok(Ok(Some(response))) => response,
-            Ok(Ok(None)) => panic!("stream ended"),
-            Ok(Err(status)) => panic!("stream failed: {status}"),
-            Err(_) => panic!("no response within {PATIENCE:?}"),
-        }
-    }
-
-    pub async fn recv_error(&mut self) -> Status {
-        match tokio::time::timeout(PATIENCE, self.rx.message()).await {
-            Ok(Err(status)) => status,
-            Ok(Ok(other)) => panic!("expected an error, got {other:?}"),
-            Err(_) => panic!("no error within {PATIENCE:?}"),
-        }
-    }
-
-    pub async fn expect_silence(&mut self) {
-        if let Ok(result) = tokio::time::timeout(QUIET, self.rx.message()).await {
-            panic!("expected no response, got {result:?}");
-        }
-    }
-
     /// Acknowledges a response without changing the subscription.
     pub async fn ack(&self, node: &str, response: &DeltaDiscoveryResponse) {
         let mut req = delta_request(node, &response.type_url, &[], &[]);
@@ -437,14 +424,6 @@ pub fn delta_names(response: &DeltaDiscoveryResponse) -> Vec<String> {
 }
 
 impl TestServer {
-    pub async fn delta_ads(&self) -> DeltaStream {
-        let mut client = AggregatedDiscoveryServiceClient::new(self.channel().await);
-        DeltaStream::open(
-            |requests| async move { client.delta_aggregated_resources(requests).await },
-        )
-        .await
-    }
-
     /// Polls until `node` has exactly `n` open delta watches.
     pub async fn wait_for_delta_watches(&self, node: &str, n: usize) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -641,15 +620,16 @@ impl Callbacks for Counts {
     }
 }
 
-/// Every service of `server`, served on a free 127.0.0.1 port until
-/// [`Served::stop`] (graceful, as `serve_with_shutdown`) or drop (abort).
-pub struct Served {
+/// Like [`Served`], but stoppable gracefully: every service of `server` on
+/// a free 127.0.0.1 port until [`Serving::stop`] (as `serve_with_shutdown`)
+/// or drop (abort).
+pub struct Serving {
     pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-pub async fn serve(server: &Server) -> Served {
+pub async fn serve(server: &Server) -> Serving {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -667,14 +647,14 @@ pub async fn serve(server: &Server) -> Served {
             .await
             .unwrap();
     });
-    Served {
+    Serving {
         addr,
         stop: Some(stop),
         task: Some(task),
     }
 }
 
-impl Served {
+impl Serving {
     /// A new connection to the server.
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))
@@ -703,7 +683,7 @@ impl Served {
     }
 }
 
-impl Drop for Served {
+impl Drop for Serving {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
             task.abort();

@@ -1,0 +1,101 @@
+//! What a W1-size snapshot (1,000 clusters, 1,000 load assignments of 10
+//! endpoints, a listener, a 1,000-route configuration) costs to build, and
+//! what turning it into one response costs per stream.
+//!
+//! - `typed`: construct the messages, encode each once, index them: what a
+//!   control plane pays per update with `Snapshot::builder(..).clusters(..)`.
+//! - `encode_only`: prost encoding of already constructed messages.
+//! - `index_encoded`: a new version over already encoded bytes
+//!   (`SnapshotBuilder::encoded`), no encoding.
+//! - `eds_response_per_stream`: the EDS resources as `Any`s in a
+//!   `DiscoveryResponse`, encoded: the copy every stream makes of an update
+//!   today (the server calls `EncodedResource::to_any` per stream).
+//!
+//! ```text
+//! cargo bench --bench build_snapshot
+//! ```
+
+#[path = "../examples/support/w1.rs"]
+mod w1;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use prost::Message;
+use xds_control_plane::cache::EncodedResource;
+use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use xds_control_plane::resource::{type_url, ResourceType};
+
+const CLUSTERS: usize = 1000;
+const ENDPOINTS: usize = 10;
+
+fn build(c: &mut Criterion) {
+    let mut group = c.benchmark_group("w1_snapshot");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    let bytes = w1::Encoded::new(1, CLUSTERS, ENDPOINTS).byte_len();
+    group.throughput(Throughput::Bytes(bytes as u64));
+
+    group.bench_function("typed", |b| {
+        b.iter(|| w1::snapshot(black_box("v1"), 1, CLUSTERS, ENDPOINTS).unwrap())
+    });
+
+    let clusters: Vec<_> = (0..CLUSTERS).map(w1::cluster).collect();
+    let assignments: Vec<_> = (0..CLUSTERS)
+        .map(|c| w1::load_assignment(c, 1, ENDPOINTS))
+        .collect();
+    let listener = w1::listener();
+    let routes = w1::route_config(CLUSTERS);
+    group.bench_function("encode_only", |b| {
+        b.iter(|| {
+            let mut total = 0;
+            for m in &clusters {
+                total += m.encode_to_vec().len();
+            }
+            for m in &assignments {
+                total += m.encode_to_vec().len();
+            }
+            total += listener.encode_to_vec().len();
+            total += routes.encode_to_vec().len();
+            total
+        })
+    });
+
+    let encoded = w1::Encoded::new(1, CLUSTERS, ENDPOINTS);
+    group.bench_function("index_encoded", |b| {
+        b.iter(|| encoded.snapshot(black_box("v1")).unwrap())
+    });
+    group.finish();
+
+    let snapshot = w1::snapshot("v1", 1, CLUSTERS, ENDPOINTS).unwrap();
+    let eds = snapshot.of_type(ResourceType::Endpoint);
+    let eds_bytes: usize = eds.resources().iter().map(|r| r.bytes().len()).sum();
+    let mut group = c.benchmark_group("per_stream");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Bytes(eds_bytes as u64));
+    group.bench_function("eds_response_1000_resources", |b| {
+        b.iter(|| {
+            let response = DiscoveryResponse {
+                version_info: "v1".to_string(),
+                resources: eds
+                    .resources()
+                    .iter()
+                    .map(EncodedResource::to_any)
+                    .collect(),
+                type_url: type_url::ENDPOINT.to_string(),
+                nonce: "1".to_string(),
+                ..Default::default()
+            };
+            response.encode_to_vec()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, build);
+criterion_main!(benches);

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Runs the reference workload W1: builds examples/bench_server.rs and
+# examples/load_client.rs in release, starts the server on 127.0.0.1, drives
+# it with M load clients reading the server's CPU and RSS from /proc, and
+# prints the client's report. Stops only the processes it started, by pid,
+# also on failure or Ctrl-C.
+#
+#   scripts/bench-w1.sh                                  # C=1000 E=10 N=M=1000, 5 updates every 2 s
+#   scripts/bench-w1.sh -c 100 -n 100                    # smoke run
+#   scripts/bench-w1.sh -c 10 -n 10000                   # 10,000 clients
+#   scripts/bench-w1.sh --json                           # also a one-line JSON report
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() {
+  cat <<'EOF'
+usage: scripts/bench-w1.sh [options]
+  -c, --clusters C        clusters (and load assignments)       [1000]
+  -e, --endpoints E       endpoints per cluster                 [10]
+  -n, --nodes N           node ids the server sets snapshots for [1000]
+  -m, --clients M         load clients (one connection each)    [N]
+  -i, --interval S        seconds between updates               [2]
+  -u, --updates K         updates after the initial snapshot    [5]
+      --linger S          server keeps serving at most S s after the last
+                          update; it is stopped once the client is done
+                          [the client timeout]
+      --port P            server port on 127.0.0.1              [18000]
+      --connect-rate R    clients opened per second             [unlimited]
+      --timeout S         client gives up after S seconds       [derived]
+      --no-ads            SnapshotCache::new(false, ..)
+      --json              client also prints a one-line JSON report
+      --keep              keep the logs directory
+EOF
+}
+
+C=1000 E=10 N=1000 M="" INTERVAL=2 UPDATES=5 LINGER="" PORT=18000
+CONNECT_RATE="" TIMEOUT="" ADS_FLAG="--ads" JSON="" KEEP=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -c|--clusters) C="$2"; shift 2 ;;
+    -e|--endpoints) E="$2"; shift 2 ;;
+    -n|--nodes) N="$2"; shift 2 ;;
+    -m|--clients) M="$2"; shift 2 ;;
+    -i|--interval) INTERVAL="$2"; shift 2 ;;
+    -u|--updates) UPDATES="$2"; shift 2 ;;
+    --linger) LINGER="$2"; shift 2 ;;
+    --port) PORT="$2"; shift 2 ;;
+    --connect-rate) CONNECT_RATE="$2"; shift 2 ;;
+    --timeout) TIMEOUT="$2"; shift 2 ;;
+    --no-ads) ADS_FLAG="--no-ads"; shift ;;
+    --json) JSON="--json"; shift ;;
+    --keep) KEEP=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+M="${M:-$N}"
+if [ -z "$TIMEOUT" ]; then
+  # Connecting, then K updates, with a generous margin.
+  TIMEOUT=$(awk -v m="$M" -v k="$UPDATES" -v i="$INTERVAL" 'BEGIN { printf "%d", 60 + m / 100 + (k + 1) * i * 2 }')
+fi
+# The server must outlive the client, which samples it for one interval
+# after the last update; it is stopped as soon as the client is done.
+LINGER="${LINGER:-$TIMEOUT}"
+
+# Each process holds one socket per client, plus some.
+NEED_FDS=$((M + 1024))
+SOFT=$(ulimit -Sn)
+HARD=$(ulimit -Hn)
+if [ "$SOFT" != unlimited ] && [ "$SOFT" -lt "$NEED_FDS" ]; then
+  if [ "$HARD" = unlimited ] || [ "$HARD" -ge "$NEED_FDS" ]; then
+    ulimit -Sn "$NEED_FDS"
+  elif ! ulimit -n "$NEED_FDS" 2>/dev/null; then
+    echo "need $NEED_FDS open files per process for $M clients; the hard limit is $HARD (raise it, e.g. as root: ulimit -Hn $NEED_FDS)" >&2
+    exit 1
+  fi
+fi
+if [ -r /proc/sys/net/ipv4/ip_local_port_range ]; then
+  read -r LOW HIGH < /proc/sys/net/ipv4/ip_local_port_range
+  if [ $((HIGH - LOW)) -lt "$M" ]; then
+    echo "warning: only $((HIGH - LOW)) ephemeral ports for $M connections" >&2
+  fi
+fi
+
+echo "building (release)..."
+cargo build --release --locked --quiet --example bench_server --example load_client
+BIN=target/release/examples
+
+LOGS=$(mktemp -d "${TMPDIR:-/tmp}/bench-w1.XXXXXX")
+SERVER_PID=""
+CLIENT_PID=""
+ours() { # pid: still running and a child of this script (not a reused pid)
+  [ -n "$1" ] && [ "$(awk '{ print $4 }' "/proc/$1/stat" 2>/dev/null)" = "$$" ] &&
+    [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+stop_pid() { # pid: TERM, then KILL after 5 s; only our own, still running
+  local pid="$1"
+  ours "$pid" || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do
+    ours "$pid" || return 0
+    sleep 0.1
+  done
+  ours "$pid" && kill -KILL "$pid" 2>/dev/null || true
+}
+cleanup() {
+  stop_pid "$CLIENT_PID"
+  stop_pid "$SERVER_PID"
+  if [ -n "$KEEP" ]; then
+    echo "logs kept in $LOGS"
+  else
+    rm -rf "$LOGS"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "W1: C=$C E=$E N=$N M=$M interval=${INTERVAL}s updates=$UPDATES (open files: $(ulimit -Sn))"
+"$BIN/bench_server" --port "$PORT" --clusters "$C" --endpoints "$E" --nodes "$N" \
+  --interval "$INTERVAL" --updates "$UPDATES" --linger "$LINGER" $ADS_FLAG \
+  --wait-streams "$M" --wait-timeout "$TIMEOUT" \
+  --pid-file "$LOGS/server.pid" > "$LOGS/server.log" 2>&1 &
+SERVER_PID=$!
+
+for _ in $(seq 600); do
+  grep -q '^serving on' "$LOGS/server.log" 2>/dev/null && break
+  if ! ours "$SERVER_PID"; then
+    echo "server exited early:" >&2
+    cat "$LOGS/server.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+grep -q '^serving on' "$LOGS/server.log" || { echo "server did not start" >&2; cat "$LOGS/server.log" >&2; exit 1; }
+
+CLIENT_ARGS=(--server "127.0.0.1:$PORT" --clients "$M" --nodes "$N" --expect-updates "$UPDATES"
+             --timeout "$TIMEOUT" --server-pid "$SERVER_PID")
+[ -n "$CONNECT_RATE" ] && CLIENT_ARGS+=(--connect-rate "$CONNECT_RATE")
+[ -n "$JSON" ] && CLIENT_ARGS+=("$JSON")
+"$BIN/load_client" "${CLIENT_ARGS[@]}" > "$LOGS/client.log" 2>&1 &
+CLIENT_PID=$!
+CLIENT_RC=0
+wait "$CLIENT_PID" || CLIENT_RC=$?
+CLIENT_PID=""
+
+# The client is done: stop the server (graceful on SIGTERM).
+stop_pid "$SERVER_PID"
+SERVER_PID=""
+
+echo
+echo "---- server log"
+cat "$LOGS/server.log"
+echo "---- client report"
+cat "$LOGS/client.log"
+exit "$CLIENT_RC"

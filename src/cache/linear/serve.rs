@@ -1,0 +1,74 @@
+//! `LinearCache` as a [`Cache`]: opening watches and answering fetches.
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+
+use super::super::delta_response::delta_response;
+use super::super::{
+    Cache, CacheError, DeltaResponse, DeltaWatchRequest, FetchError, ResponseSink, SotwResponse,
+    Subscription, WatchHandle, WatchRequest,
+};
+use super::resources::sotw_response;
+use super::watches::Watch;
+use super::LinearCache;
+
+impl Cache for LinearCache {
+    fn create_watch(
+        &self,
+        request: WatchRequest,
+        sink: ResponseSink<SotwResponse>,
+    ) -> Result<WatchHandle, CacheError> {
+        self.check_type(request.type_url())?;
+        let mut state = self.inner.state.lock();
+        let answer = sotw_response(
+            &state.resources,
+            &state.prefix,
+            self.inner.full_state,
+            &request,
+        );
+        match answer {
+            Some(response) => {
+                drop(state);
+                sink.send(response);
+                Ok(WatchHandle::answered())
+            }
+            None => Ok(self.hold(&mut state, Watch::Sotw(request, sink))),
+        }
+    }
+
+    fn create_delta_watch(
+        &self,
+        request: DeltaWatchRequest,
+        sink: ResponseSink<DeltaResponse>,
+    ) -> Result<WatchHandle, CacheError> {
+        self.check_type(request.type_url())?;
+        let mut state = self.inner.state.lock();
+        match delta_response(&state.resources, &request) {
+            Some(response) => {
+                drop(state);
+                sink.send(response);
+                Ok(WatchHandle::answered())
+            }
+            None => Ok(self.hold(&mut state, Watch::Delta(request, sink))),
+        }
+    }
+
+    /// Every subscribed resource (every resource when no name is given),
+    /// unless the request already has the cache version.
+    fn fetch(&self, request: &DiscoveryRequest) -> Result<SotwResponse, FetchError> {
+        if request.type_url != *self.inner.type_url {
+            return Err(FetchError::UnknownType(request.type_url.clone()));
+        }
+        let watch = WatchRequest {
+            request: Arc::new(request.clone()),
+            version_info: request.version_info.clone(),
+            subscription: Arc::new(Subscription::sotw(&request.resource_names, true)),
+        };
+        let state = self.inner.state.lock();
+        if *state.resources.version == *request.version_info {
+            return Err(FetchError::UpToDate);
+        }
+        Ok(state.resources.full_response(&watch))
+    }
+}
