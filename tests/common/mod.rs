@@ -22,7 +22,7 @@ use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use xds_control_plane::envoy_types::pb::google::rpc::Status as RpcStatus;
-use xds_control_plane::server::{Callbacks, Nack, ServerOptions, StreamId};
+use xds_control_plane::server::{Callbacks, Nack, SentResponse, ServerOptions, StreamId};
 use xds_control_plane::Server;
 
 /// How long a test waits for something that must happen.
@@ -68,9 +68,9 @@ impl Callbacks for Recorder {
         &self,
         _stream: StreamId,
         _request: &DiscoveryRequest,
-        response: &DiscoveryResponse,
+        response: &SentResponse<'_>,
     ) {
-        self.responses.lock().push(response.clone());
+        self.responses.lock().push(response.to_message());
     }
     fn on_stream_nack(&self, _stream: StreamId, nack: &Nack<'_>) {
         self.nacks.lock().push((
