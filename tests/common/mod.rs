@@ -22,7 +22,9 @@ use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use xds_control_plane::envoy_types::pb::google::rpc::Status as RpcStatus;
-use xds_control_plane::server::{Callbacks, Nack, SentResponse, ServerOptions, StreamId};
+use xds_control_plane::server::{
+    Callbacks, Nack, SentDeltaResponse, SentResponse, ServerOptions, StreamId,
+};
 use xds_control_plane::Server;
 
 /// How long a test waits for something that must happen.
@@ -37,6 +39,10 @@ pub struct Recorder {
     pub closed: Mutex<Vec<(StreamId, Option<String>)>>,
     pub requests: Mutex<Vec<DiscoveryRequest>>,
     pub responses: Mutex<Vec<DiscoveryResponse>>,
+    pub delta_responses: Mutex<Vec<DeltaDiscoveryResponse>>,
+    /// Every stream response as its view describes it: nonce, encoded
+    /// size, resource names.
+    pub sent: Mutex<Vec<(String, usize, Vec<String>)>>,
     pub nacks: Mutex<Vec<(String, String, String)>>,
     pub fetches: Mutex<Vec<DiscoveryResponse>>,
     /// Refuse streams whose type URL is this.
@@ -71,6 +77,24 @@ impl Callbacks for Recorder {
         response: &SentResponse<'_>,
     ) {
         self.responses.lock().push(response.to_message());
+        self.sent.lock().push((
+            response.nonce().to_string(),
+            response.encoded_len(),
+            response.resource_names().map(str::to_string).collect(),
+        ));
+    }
+    fn on_stream_delta_response(
+        &self,
+        _stream: StreamId,
+        _request: &DeltaDiscoveryRequest,
+        response: &SentDeltaResponse<'_>,
+    ) {
+        self.delta_responses.lock().push(response.to_message());
+        self.sent.lock().push((
+            response.nonce().to_string(),
+            response.encoded_len(),
+            response.resource_names().map(str::to_string).collect(),
+        ));
     }
     fn on_stream_nack(&self, _stream: StreamId, nack: &Nack<'_>) {
         self.nacks.lock().push((
