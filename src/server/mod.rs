@@ -17,6 +17,19 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Each `*_service()` method returns a tonic-compatible service
+//! ([`AdsService`], [`CdsService`], ...) for `add_service`; a request larger
+//! than [`max_decoding_message_size`](CdsService::max_decoding_message_size)
+//! (4 MiB by default) ends its stream with `OUT_OF_RANGE`. Compression is
+//! not offered.
+//!
+//! Stream responses are not built as `DiscoveryResponse` structs: each
+//! resource is encoded once, as it goes on the wire, and shared by every
+//! stream that sends it; a response is one copy of those bytes into one gRPC
+//! message, freed once written. So [`Callbacks::on_stream_response`] gets a
+//! [`SentResponse`] view rather than the message (its
+//! [`to_message`](SentResponse::to_message) builds it when needed).
 
 mod callbacks;
 mod delta;
