@@ -7,9 +7,14 @@
 //! - `encode_only`: prost encoding of already constructed messages.
 //! - `index_encoded`: a new version over already encoded bytes
 //!   (`SnapshotBuilder::encoded`), no encoding.
-//! - `eds_response_per_stream`: the EDS resources as `Any`s in a
-//!   `DiscoveryResponse`, encoded: the copy every stream makes of an update
-//!   today (the server calls `EncodedResource::to_any` per stream).
+//! - `per_stream/*`: what one stream pays to send the 1,000 EDS resources.
+//!   `eds_wire` and `eds_delta_wire` are what the server does: assemble one
+//!   gRPC message from each resource's shared, already encoded element.
+//!   `eds_struct_prost` is what it did before: build a `DiscoveryResponse`
+//!   of `Any`s (`EncodedResource::to_any`, a copy per resource) and encode
+//!   it (another copy), for comparison.
+//! - `per_snapshot/eds_wire_first_use`: the first stream to send a new
+//!   snapshot also encodes each resource's element, once for every stream.
 //!
 //! ```text
 //! cargo bench --bench build_snapshot
@@ -21,11 +26,12 @@ mod w1;
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use prost::Message;
 use xds_control_plane::cache::EncodedResource;
 use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use xds_control_plane::resource::{type_url, ResourceType};
+use xds_control_plane::server::__wire::{delta_message, sotw_message};
 
 const CLUSTERS: usize = 1000;
 const ENDPOINTS: usize = 10;
@@ -78,21 +84,57 @@ fn build(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5))
         .throughput(Throughput::Bytes(eds_bytes as u64));
-    group.bench_function("eds_response_1000_resources", |b| {
+    // Warm the shared encodings: every stream but the first finds them.
+    let resources = eds.resources();
+    sotw_message("v1", type_url::ENDPOINT, "1", resources).unwrap();
+    delta_message("v1", type_url::ENDPOINT, "1", resources, &[], false).unwrap();
+    group.bench_function("eds_wire_1000_resources", |b| {
+        b.iter(|| sotw_message("v1", type_url::ENDPOINT, black_box("1"), resources).unwrap())
+    });
+    group.bench_function("eds_delta_wire_1000_resources", |b| {
+        b.iter(|| {
+            delta_message(
+                "v1",
+                type_url::ENDPOINT,
+                black_box("1"),
+                resources,
+                &[],
+                false,
+            )
+            .unwrap()
+        })
+    });
+    group.bench_function("eds_struct_prost_1000_resources", |b| {
         b.iter(|| {
             let response = DiscoveryResponse {
                 version_info: "v1".to_string(),
-                resources: eds
-                    .resources()
-                    .iter()
-                    .map(EncodedResource::to_any)
-                    .collect(),
+                resources: resources.iter().map(EncodedResource::to_any).collect(),
                 type_url: type_url::ENDPOINT.to_string(),
-                nonce: "1".to_string(),
+                nonce: black_box("1").to_string(),
                 ..Default::default()
             };
             response.encode_to_vec()
         })
+    });
+    group.finish();
+
+    let encoded = w1::Encoded::new(1, CLUSTERS, ENDPOINTS);
+    let mut group = c.benchmark_group("per_snapshot");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Bytes(eds_bytes as u64));
+    group.bench_function("eds_wire_first_use", |b| {
+        b.iter_batched(
+            || encoded.snapshot("v1").unwrap(),
+            |snapshot| {
+                let eds = snapshot.of_type(ResourceType::Endpoint).resources();
+                sotw_message("v1", type_url::ENDPOINT, "1", eds).unwrap();
+                // Dropped after timing.
+                snapshot
+            },
+            BatchSize::SmallInput,
+        )
     });
     group.finish();
 }

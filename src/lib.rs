@@ -32,6 +32,7 @@
 pub use envoy_types;
 
 pub mod cache;
+mod protowire;
 pub mod resource;
 pub mod server;
 pub mod test_support;

@@ -26,10 +26,10 @@ use parking_lot::Mutex;
 use tokio_stream::wrappers::TcpListenerStream;
 use xds_control_plane::cache::{Cache, LinearCache, MuxCache};
 use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DiscoveryRequest,
 };
 use xds_control_plane::resource::type_url;
-use xds_control_plane::server::{Callbacks, Nack, StreamId};
+use xds_control_plane::server::{Callbacks, Nack, SentDeltaResponse, SentResponse, StreamId};
 use xds_control_plane::test_support::envoy::{
     http_get, https_get, Bootstrap, EnvoyOptions, EnvoyProcess, HttpResponse, ResourceKind,
     TestCerts, Upstream, DEFAULT_NODE_ID,
@@ -158,12 +158,12 @@ impl Callbacks for Observer {
         &self,
         stream: StreamId,
         _request: &DiscoveryRequest,
-        response: &DiscoveryResponse,
+        response: &SentResponse<'_>,
     ) {
         let key = (
             stream,
-            response.type_url.clone(),
-            response.version_info.clone(),
+            response.type_url().to_owned(),
+            response.version().to_owned(),
         );
         *self.responses.lock().entry(key).or_default() += 1;
     }
@@ -192,12 +192,12 @@ impl Callbacks for Observer {
         &self,
         stream: StreamId,
         _request: &DeltaDiscoveryRequest,
-        response: &DeltaDiscoveryResponse,
+        response: &SentDeltaResponse<'_>,
     ) {
         let key = (
             stream,
-            response.type_url.clone(),
-            response.system_version_info.clone(),
+            response.type_url().to_owned(),
+            response.system_version().to_owned(),
         );
         *self.responses.lock().entry(key).or_default() += 1;
     }

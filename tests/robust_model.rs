@@ -118,7 +118,7 @@ impl Callbacks for Observer {
         &self,
         _stream: StreamId,
         _request: &DiscoveryRequest,
-        _response: &DiscoveryResponse,
+        _response: &xds_control_plane::server::SentResponse<'_>,
     ) {
         self.responses.fetch_add(1, Ordering::SeqCst);
     }

@@ -120,7 +120,7 @@ impl Callbacks for Observer {
         &self,
         _stream: StreamId,
         _request: &DeltaDiscoveryRequest,
-        _response: &DeltaDiscoveryResponse,
+        _response: &xds_control_plane::server::SentDeltaResponse<'_>,
     ) {
         self.responses.fetch_add(1, Ordering::SeqCst);
     }

@@ -19,11 +19,11 @@ use xds_control_plane::envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DiscoveryRequest,
 };
 use xds_control_plane::envoy_types::pb::google::rpc::Status as RpcStatus;
 use xds_control_plane::resource::type_url::{CLUSTER, ENDPOINT};
-use xds_control_plane::server::{Callbacks, Nack, StreamId};
+use xds_control_plane::server::{Callbacks, Nack, SentDeltaResponse, SentResponse, StreamId};
 use xds_control_plane::{IdHash, Server, Snapshot, SnapshotCache};
 
 /// The tests of this binary measure the whole process's CPU: one at a time.
@@ -70,15 +70,15 @@ impl Callbacks for Tally {
         &self,
         stream: StreamId,
         _request: &DiscoveryRequest,
-        response: &DiscoveryResponse,
+        response: &SentResponse<'_>,
     ) {
         *self
             .sent
             .lock()
             .entry((
                 stream,
-                response.type_url.clone(),
-                response.version_info.clone(),
+                response.type_url().to_owned(),
+                response.version().to_owned(),
             ))
             .or_default() += 1;
     }
@@ -86,15 +86,15 @@ impl Callbacks for Tally {
         &self,
         stream: StreamId,
         _request: &DeltaDiscoveryRequest,
-        response: &DeltaDiscoveryResponse,
+        response: &SentDeltaResponse<'_>,
     ) {
         *self
             .sent
             .lock()
             .entry((
                 stream,
-                response.type_url.clone(),
-                response.system_version_info.clone(),
+                response.type_url().to_owned(),
+                response.system_version().to_owned(),
             ))
             .or_default() += 1;
     }

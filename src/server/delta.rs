@@ -10,13 +10,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
-};
+use bytes::Bytes;
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
-use super::callbacks::Nack;
+use super::callbacks::{Nack, SentDeltaResponse};
 use super::stream::{in_ads_order, Protocol, StreamContext, TypeState};
+use super::wire;
 use crate::cache::{DeltaResponse, DeltaWatchRequest, ResponseQueue, Subscription};
 
 pub(crate) struct DeltaStream {
@@ -34,37 +34,36 @@ impl DeltaStream {
         }
     }
 
-    fn stamp(&mut self, watch_id: u64, response: DeltaResponse) -> Option<DeltaDiscoveryResponse> {
-        let state = self.types.get_mut(response.type_url())?;
-        if !state.accept(watch_id) {
-            return None;
-        }
-        let resources = response
-            .resources
-            .iter()
-            .map(|r| r.to_delta_resource(response.heartbeat))
-            .collect();
-        let message = DeltaDiscoveryResponse {
-            system_version_info: response.system_version.to_string(),
-            resources,
-            type_url: response.type_url().to_string(),
-            removed_resources: response.removed,
-            nonce: self.ctx.next_nonce(),
-            ..Default::default()
+    /// Turns an answer into the message to send, encoded, and records what
+    /// the client now has; `None` for an answer to a watch since replaced.
+    fn stamp(&mut self, watch_id: u64, response: DeltaResponse) -> Result<Option<Bytes>, Status> {
+        let Some(state) = self.types.get_mut(response.type_url()) else {
+            return Ok(None);
         };
-        state.record_sent(&message.nonce, response.system_version, response.returned);
+        if !state.accept(watch_id) {
+            return Ok(None);
+        }
+        let nonce = self.ctx.next_nonce();
+        let message = wire::delta_message(
+            &response.system_version,
+            response.type_url(),
+            &nonce,
+            response.resources.iter(),
+            response.removed.iter(),
+            response.heartbeat,
+        )?;
         self.ctx.shared.callbacks.on_stream_delta_response(
             self.ctx.id,
             &response.request,
-            &message,
+            &SentDeltaResponse::new(&response, &nonce, &message),
         );
-        Some(message)
+        state.record_sent(&nonce, response.system_version, response.returned);
+        Ok(Some(message))
     }
 }
 
 impl Protocol for DeltaStream {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
     type Answer = DeltaResponse;
 
     fn queue(&self) -> Arc<ResponseQueue<DeltaResponse>> {
@@ -144,11 +143,12 @@ impl Protocol for DeltaStream {
         Ok(())
     }
 
-    fn take_ready(&mut self) -> Vec<DeltaDiscoveryResponse> {
-        in_ads_order(&self.queue, DeltaResponse::type_url)
-            .into_iter()
-            .filter_map(|(watch_id, response)| self.stamp(watch_id, response))
-            .collect()
+    fn take_ready(&mut self) -> Result<Vec<Bytes>, Status> {
+        let mut messages = Vec::new();
+        for (watch_id, response) in in_ads_order(&self.queue, DeltaResponse::type_url) {
+            messages.extend(self.stamp(watch_id, response)?);
+        }
+        Ok(messages)
     }
 
     fn close(&mut self) {

@@ -17,6 +17,19 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Each `*_service()` method returns a tonic-compatible service
+//! ([`AdsService`], [`CdsService`], ...) for `add_service`; a request larger
+//! than [`max_decoding_message_size`](CdsService::max_decoding_message_size)
+//! (4 MiB by default) ends its stream with `OUT_OF_RANGE`. Compression is
+//! not offered.
+//!
+//! Stream responses are not built as `DiscoveryResponse` structs: each
+//! resource is encoded once, as it goes on the wire, and shared by every
+//! stream that sends it; a response is one copy of those bytes into one gRPC
+//! message, freed once written. So [`Callbacks::on_stream_response`] gets a
+//! [`SentResponse`] view rather than the message (its
+//! [`to_message`](SentResponse::to_message) builds it when needed).
 
 mod callbacks;
 mod delta;
@@ -24,18 +37,29 @@ mod fetch;
 mod services;
 mod sotw;
 mod stream;
+mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 
-pub use callbacks::{Callbacks, Nack, StreamId};
-pub use services::{DeltaResponseStream, SotwResponseStream};
+pub use callbacks::{Callbacks, Nack, SentDeltaResponse, SentResponse, StreamId};
+pub use services::{
+    AdsService, CdsService, EcdsService, EdsService, LdsService, LedsService, RdsService,
+    ResponseFuture, RtdsService, SdsService, SrdsService, VhdsService,
+    DEFAULT_MAX_DECODING_MESSAGE_SIZE,
+};
+
+/// Not part of the API: the per-stream message encoders, public only for
+/// this crate's benchmarks.
+#[doc(hidden)]
+pub mod __wire {
+    pub use super::wire::{delta_message, sotw_message};
+}
 
 use crate::cache::Cache;
 
@@ -130,36 +154,34 @@ impl Server {
     }
 
     /// Opens a state-of-the-world stream; `service_type` is `None` for ADS.
+    /// Returns where its encoded messages come out.
     fn open_sotw(
         &self,
-        request: Request<Streaming<DiscoveryRequest>>,
+        requests: Streaming<DiscoveryRequest>,
         service_type: Option<&'static str>,
-    ) -> Result<Response<SotwResponseStream>, Status> {
+    ) -> Result<services::Outgoing, Status> {
         let callbacks = &self.shared.callbacks;
         let ctx = self.open_stream(
             service_type,
             |id, t| callbacks.on_stream_open(id, t),
             |id| callbacks.on_stream_closed(id, None),
         )?;
-        Ok(Response::new(
-            self.spawn(sotw::SotwStream::new(ctx), request.into_inner()),
-        ))
+        Ok(self.spawn(sotw::SotwStream::new(ctx), requests))
     }
 
     /// Opens an incremental (delta) stream; `service_type` is `None` for ADS.
     fn open_delta(
         &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
+        requests: Streaming<DeltaDiscoveryRequest>,
         service_type: Option<&'static str>,
-    ) -> Result<Response<DeltaResponseStream>, Status> {
+    ) -> Result<services::Outgoing, Status> {
         let callbacks = &self.shared.callbacks;
         let ctx = self.open_stream(
             service_type,
             |id, t| callbacks.on_delta_stream_open(id, t),
             |id| callbacks.on_delta_stream_closed(id, None),
         )?;
-        let stream = self.spawn(delta::DeltaStream::new(ctx), request.into_inner());
-        Ok(Response::new(Box::pin(stream)))
+        Ok(self.spawn(delta::DeltaStream::new(ctx), requests))
     }
 
     /// Numbers a new stream and runs the open callback; a refused stream is
@@ -185,9 +207,9 @@ impl Server {
         ))
     }
 
-    /// Runs a protocol on its own task; the returned stream carries its
-    /// messages to tonic.
-    fn spawn<P, S>(&self, protocol: P, requests: S) -> ReceiverStream<Result<P::Response, Status>>
+    /// Runs a protocol on its own task; the returned channel carries its
+    /// encoded messages to the response body.
+    fn spawn<P, S>(&self, protocol: P, requests: S) -> services::Outgoing
     where
         P: stream::Protocol,
         S: futures::Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
@@ -199,7 +221,7 @@ impl Server {
             out,
             Arc::clone(&self.shared),
         ));
-        ReceiverStream::new(rx)
+        rx
     }
 }
 

@@ -8,12 +8,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use bytes::Bytes;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
-use super::callbacks::Nack;
+use super::callbacks::{Nack, SentResponse};
 use super::stream::{in_ads_order, Protocol, StreamContext, TypeState};
-use crate::cache::{EncodedResource, ResponseQueue, SotwResponse, Subscription, WatchRequest};
+use super::wire;
+use crate::cache::{ResponseQueue, SotwResponse, Subscription, WatchRequest};
 
 pub(crate) struct SotwStream {
     ctx: StreamContext,
@@ -30,36 +32,34 @@ impl SotwStream {
         }
     }
 
-    /// Turns an answer into the message to send and records what the client
-    /// now has; `None` for an answer to a watch since replaced.
-    fn stamp(&mut self, watch_id: u64, response: SotwResponse) -> Option<DiscoveryResponse> {
-        let state = self.types.get_mut(response.type_url())?;
-        if !state.accept(watch_id) {
-            return None;
-        }
-        let message = DiscoveryResponse {
-            version_info: response.version.to_string(),
-            resources: response
-                .resources
-                .iter()
-                .map(EncodedResource::to_sotw_any)
-                .collect(),
-            type_url: response.type_url().to_string(),
-            nonce: self.ctx.next_nonce(),
-            ..Default::default()
+    /// Turns an answer into the message to send, encoded, and records what
+    /// the client now has; `None` for an answer to a watch since replaced.
+    fn stamp(&mut self, watch_id: u64, response: SotwResponse) -> Result<Option<Bytes>, Status> {
+        let Some(state) = self.types.get_mut(response.type_url()) else {
+            return Ok(None);
         };
-        state.record_sent(&message.nonce, response.version, response.returned);
-        self.ctx
-            .shared
-            .callbacks
-            .on_stream_response(self.ctx.id, &response.request, &message);
-        Some(message)
+        if !state.accept(watch_id) {
+            return Ok(None);
+        }
+        let nonce = self.ctx.next_nonce();
+        let message = wire::sotw_message(
+            &response.version,
+            response.type_url(),
+            &nonce,
+            response.resources.iter(),
+        )?;
+        self.ctx.shared.callbacks.on_stream_response(
+            self.ctx.id,
+            &response.request,
+            &SentResponse::new(&response, &nonce, &message),
+        );
+        state.record_sent(&nonce, response.version, response.returned);
+        Ok(Some(message))
     }
 }
 
 impl Protocol for SotwStream {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
     type Answer = SotwResponse;
 
     fn queue(&self) -> Arc<ResponseQueue<SotwResponse>> {
@@ -140,11 +140,12 @@ impl Protocol for SotwStream {
         Ok(())
     }
 
-    fn take_ready(&mut self) -> Vec<DiscoveryResponse> {
-        in_ads_order(&self.queue, SotwResponse::type_url)
-            .into_iter()
-            .filter_map(|(watch_id, response)| self.stamp(watch_id, response))
-            .collect()
+    fn take_ready(&mut self) -> Result<Vec<Bytes>, Status> {
+        let mut messages = Vec::new();
+        for (watch_id, response) in in_ads_order(&self.queue, SotwResponse::type_url) {
+            messages.extend(self.stamp(watch_id, response)?);
+        }
+        Ok(messages)
     }
 
     fn close(&mut self) {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -18,8 +19,6 @@ use crate::resource;
 pub(crate) trait Protocol: Send + 'static {
     /// A client request.
     type Request: Send + 'static;
-    /// A message to the client.
-    type Response: Send + 'static;
     /// What the cache answers watches with.
     type Answer: Send + 'static;
 
@@ -30,9 +29,10 @@ pub(crate) trait Protocol: Send + 'static {
     /// stream with that status.
     fn handle_request(&mut self, request: Self::Request) -> Result<(), Status>;
 
-    /// Turns the pending answers into messages, in order, recording them as
-    /// sent.
-    fn take_ready(&mut self) -> Vec<Self::Response>;
+    /// Turns the pending answers into messages, in order, each encoded as
+    /// one gRPC message ready for the wire, recording them as sent. An
+    /// error (a message too large to send) ends the stream with it.
+    fn take_ready(&mut self) -> Result<Vec<Bytes>, Status>;
 
     /// Cancels every watch and reports the stream closed.
     fn close(&mut self);
@@ -42,7 +42,7 @@ pub(crate) trait Protocol: Send + 'static {
 pub(crate) async fn drive<P, S>(
     mut protocol: P,
     mut requests: S,
-    out: mpsc::Sender<Result<P::Response, Status>>,
+    out: mpsc::Sender<Result<Bytes, Status>>,
     shared: Arc<Shared>,
 ) where
     P: Protocol,
@@ -55,18 +55,21 @@ pub(crate) async fn drive<P, S>(
             biased;
             _ = out.closed() => break Ok(()),
             _ = shutdown.cancelled() => break Err(shutting_down()),
-            _ = queue.notified() => {
-                for message in protocol.take_ready() {
-                    // A client that stopped reading must not hold up shutdown.
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => break 'serve Err(shutting_down()),
-                        sent = out.send(Ok(message)) => if sent.is_err() {
-                            break 'serve Ok(());
-                        },
+            _ = queue.notified() => match protocol.take_ready() {
+                Ok(messages) => {
+                    for message in messages {
+                        // A client that stopped reading must not hold up shutdown.
+                        tokio::select! {
+                            biased;
+                            _ = shutdown.cancelled() => break 'serve Err(shutting_down()),
+                            sent = out.send(Ok(message)) => if sent.is_err() {
+                                break 'serve Ok(());
+                            },
+                        }
                     }
                 }
-            }
+                Err(status) => break Err(status),
+            },
             next = requests.next() => match next {
                 Some(Ok(request)) => {
                     if let Err(status) = protocol.handle_request(request) {

@@ -22,7 +22,9 @@ use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use xds_control_plane::envoy_types::pb::google::rpc::Status as RpcStatus;
-use xds_control_plane::server::{Callbacks, Nack, ServerOptions, StreamId};
+use xds_control_plane::server::{
+    Callbacks, Nack, SentDeltaResponse, SentResponse, ServerOptions, StreamId,
+};
 use xds_control_plane::Server;
 
 /// How long a test waits for something that must happen.
@@ -37,6 +39,10 @@ pub struct Recorder {
     pub closed: Mutex<Vec<(StreamId, Option<String>)>>,
     pub requests: Mutex<Vec<DiscoveryRequest>>,
     pub responses: Mutex<Vec<DiscoveryResponse>>,
+    pub delta_responses: Mutex<Vec<DeltaDiscoveryResponse>>,
+    /// Every stream response as its view describes it: nonce, encoded
+    /// size, resource names.
+    pub sent: Mutex<Vec<(String, usize, Vec<String>)>>,
     pub nacks: Mutex<Vec<(String, String, String)>>,
     pub fetches: Mutex<Vec<DiscoveryResponse>>,
     /// Refuse streams whose type URL is this.
@@ -68,9 +74,27 @@ impl Callbacks for Recorder {
         &self,
         _stream: StreamId,
         _request: &DiscoveryRequest,
-        response: &DiscoveryResponse,
+        response: &SentResponse<'_>,
     ) {
-        self.responses.lock().push(response.clone());
+        self.responses.lock().push(response.to_message());
+        self.sent.lock().push((
+            response.nonce().to_string(),
+            response.encoded_len(),
+            response.resource_names().map(str::to_string).collect(),
+        ));
+    }
+    fn on_stream_delta_response(
+        &self,
+        _stream: StreamId,
+        _request: &DeltaDiscoveryRequest,
+        response: &SentDeltaResponse<'_>,
+    ) {
+        self.delta_responses.lock().push(response.to_message());
+        self.sent.lock().push((
+            response.nonce().to_string(),
+            response.encoded_len(),
+            response.resource_names().map(str::to_string).collect(),
+        ));
     }
     fn on_stream_nack(&self, _stream: StreamId, nack: &Nack<'_>) {
         self.nacks.lock().push((
@@ -588,7 +612,7 @@ impl Callbacks for Counts {
         &self,
         _stream: StreamId,
         _request: &DiscoveryRequest,
-        _response: &DiscoveryResponse,
+        _response: &SentResponse<'_>,
     ) {
         self.responses.fetch_add(1, Ordering::SeqCst);
     }
@@ -614,7 +638,7 @@ impl Callbacks for Counts {
         &self,
         _stream: StreamId,
         _request: &DeltaDiscoveryRequest,
-        _response: &DeltaDiscoveryResponse,
+        _response: &SentDeltaResponse<'_>,
     ) {
         self.responses.fetch_add(1, Ordering::SeqCst);
     }
