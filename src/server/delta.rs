@@ -57,6 +57,9 @@ impl DeltaStream {
             &response.request,
             &SentDeltaResponse::new(&response, &nonce, &message),
         );
+        self.ctx
+            .status
+            .sent(response.type_url(), &response.system_version);
         state.record_sent(&nonce, response.system_version, response.returned);
         Ok(Some(message))
     }
@@ -124,6 +127,9 @@ impl Protocol for DeltaStream {
                 "client rejected a delta response (NACK)"
             );
             ctx.shared.callbacks.on_stream_nack(ctx.id, &nack);
+            ctx.status.rejected(&type_url, rejected, &error.message);
+        } else if !state.last_nonce.is_empty() && request.response_nonce == state.last_nonce {
+            ctx.status.acked(&type_url, &state.last_version);
         }
 
         state.watch_id = ctx.next_watch_id();

@@ -32,6 +32,7 @@
 //! [`to_message`](SentResponse::to_message) builds it when needed).
 
 mod callbacks;
+mod client_status;
 mod delta;
 mod fetch;
 mod services;
@@ -48,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
 pub use callbacks::{Callbacks, Nack, SentDeltaResponse, SentResponse, StreamId};
+pub use client_status::{RejectedVersion, StreamStatus, TypeStatus};
 pub use services::{
     AdsService, CdsService, EcdsService, EdsService, LdsService, LedsService, RdsService,
     ResponseFuture, RtdsService, SdsService, SrdsService, VhdsService,
@@ -123,6 +125,7 @@ pub(crate) struct Shared {
     options: ServerOptions,
     next_stream_id: AtomicU64,
     shutdown: CancellationToken,
+    client_status: Arc<client_status::ClientStatusRegistry>,
 }
 
 impl Server {
@@ -144,8 +147,15 @@ impl Server {
                 options,
                 next_stream_id: AtomicU64::new(1),
                 shutdown: CancellationToken::new(),
+                client_status: Default::default(),
             }),
         }
+    }
+
+    /// What every open stream has been sent, acknowledged and rejected, per
+    /// type, with its node: which configuration each client runs.
+    pub fn client_status(&self) -> Vec<StreamStatus> {
+        self.shared.client_status.all()
     }
 
     /// Ends every open stream with `UNAVAILABLE` and refuses new ones.
@@ -163,6 +173,7 @@ impl Server {
         let callbacks = &self.shared.callbacks;
         let ctx = self.open_stream(
             service_type,
+            false,
             |id, t| callbacks.on_stream_open(id, t),
             |id| callbacks.on_stream_closed(id, None),
         )?;
@@ -178,6 +189,7 @@ impl Server {
         let callbacks = &self.shared.callbacks;
         let ctx = self.open_stream(
             service_type,
+            true,
             |id, t| callbacks.on_delta_stream_open(id, t),
             |id| callbacks.on_delta_stream_closed(id, None),
         )?;
@@ -189,6 +201,7 @@ impl Server {
     fn open_stream(
         &self,
         service_type: Option<&'static str>,
+        delta: bool,
         on_open: impl FnOnce(StreamId, &str) -> Result<(), Status>,
         on_refused: impl FnOnce(StreamId),
     ) -> Result<stream::StreamContext, Status> {
@@ -200,10 +213,12 @@ impl Server {
             on_refused(id);
             return Err(status);
         }
+        let status = self.shared.client_status.open(id, delta);
         Ok(stream::StreamContext::new(
             id,
             Arc::clone(&self.shared),
             service_type,
+            status,
         ))
     }
 

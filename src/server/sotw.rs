@@ -53,6 +53,7 @@ impl SotwStream {
             &response.request,
             &SentResponse::new(&response, &nonce, &message),
         );
+        self.ctx.status.sent(response.type_url(), &response.version);
         state.record_sent(&nonce, response.version, response.returned);
         Ok(Some(message))
     }
@@ -97,6 +98,11 @@ impl Protocol for SotwStream {
             }
         };
 
+        let acks_latest =
+            !state.last_nonce.is_empty() && request.response_nonce == state.last_nonce;
+        if acks_latest && request.error_detail.is_none() && !state.nacked {
+            ctx.status.acked(&type_url, &request.version_info);
+        }
         let version_info = match &request.error_detail {
             Some(error) if !state.last_nonce.is_empty() => {
                 let nack = Nack {
@@ -115,6 +121,8 @@ impl Protocol for SotwStream {
                     "client rejected a response (NACK)"
                 );
                 ctx.shared.callbacks.on_stream_nack(ctx.id, &nack);
+                ctx.status
+                    .rejected(&type_url, &state.last_version, &error.message);
                 state.nacked = true;
                 state.last_version.to_string()
             }

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::callbacks::StreamId;
+use super::client_status::StatusHandle;
 use super::Shared;
 use crate::cache::{ResponseQueue, ReturnedResources, Subscription, WatchHandle};
 use crate::resource;
@@ -107,6 +108,8 @@ pub(crate) struct StreamContext {
     pub(crate) node: Option<Node>,
     nonce: u64,
     next_watch_id: u64,
+    /// What this stream sent, and what its client acked and rejected.
+    pub(crate) status: StatusHandle,
 }
 
 impl StreamContext {
@@ -114,6 +117,7 @@ impl StreamContext {
         id: StreamId,
         shared: Arc<Shared>,
         service_type: Option<&'static str>,
+        status: StatusHandle,
     ) -> Self {
         StreamContext {
             id,
@@ -122,6 +126,7 @@ impl StreamContext {
             node: None,
             nonce: 0,
             next_watch_id: 0,
+            status,
         }
     }
 
@@ -132,6 +137,7 @@ impl StreamContext {
             Some(_) => {}
             None => node.clone_from(&self.node),
         }
+        self.status.set_node(self.node.as_ref());
     }
 
     /// Checks the request's type URL against the service, filling in the

@@ -1,0 +1,180 @@
+//! What every connected client has been sent, has acknowledged and has
+//! rejected, per type: the answer to "which config does this proxy run?".
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use parking_lot::Mutex;
+
+use super::callbacks::StreamId;
+
+/// A version a client rejected, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedVersion {
+    /// The version rejected.
+    pub version: String,
+    /// The client's `error_detail` message.
+    pub error: String,
+    /// When the rejection arrived.
+    pub at: SystemTime,
+}
+
+/// One type's status on one stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeStatus {
+    /// The version of the latest response sent, and when.
+    pub sent: Option<(String, SystemTime)>,
+    /// The latest version the client acknowledged, and when.
+    pub acked: Option<(String, SystemTime)>,
+    /// The latest rejection (NACK), kept until a later version is acked.
+    pub rejected: Option<RejectedVersion>,
+}
+
+impl TypeStatus {
+    /// Whether the client runs what it was last sent.
+    pub fn in_sync(&self) -> bool {
+        match (&self.sent, &self.acked) {
+            (Some((sent, _)), Some((acked, _))) => sent == acked,
+            _ => false,
+        }
+    }
+}
+
+/// One stream's status: its node and every type it watches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamStatus {
+    /// The stream.
+    pub stream: StreamId,
+    /// Whether it speaks incremental (delta) xDS.
+    pub delta: bool,
+    /// The node it last sent.
+    pub node: Option<Node>,
+    /// Status by type URL.
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+/// The status of every open stream. Streams update their own entry under
+/// their own lock; the registry's lock is taken only when a stream opens or
+/// closes and when someone asks.
+#[derive(Debug, Default)]
+pub(crate) struct ClientStatusRegistry {
+    streams: Mutex<HashMap<StreamId, Arc<Mutex<StreamStatus>>>>,
+}
+
+impl ClientStatusRegistry {
+    /// Registers a stream; its entry goes away when the handle is dropped.
+    pub(crate) fn open(self: &Arc<Self>, stream: StreamId, delta: bool) -> StatusHandle {
+        let status = Arc::new(Mutex::new(StreamStatus {
+            stream,
+            delta,
+            node: None,
+            types: BTreeMap::new(),
+        }));
+        self.streams.lock().insert(stream, Arc::clone(&status));
+        StatusHandle {
+            registry: Arc::clone(self),
+            status,
+        }
+    }
+
+    /// A copy of every stream's status, by stream id.
+    pub(crate) fn all(&self) -> Vec<StreamStatus> {
+        let entries: Vec<_> = self.streams.lock().values().cloned().collect();
+        let mut all: Vec<StreamStatus> = entries.iter().map(|s| s.lock().clone()).collect();
+        all.sort_by_key(|s| s.stream);
+        all
+    }
+}
+
+/// A stream's way to record its status.
+#[derive(Debug)]
+pub(crate) struct StatusHandle {
+    registry: Arc<ClientStatusRegistry>,
+    status: Arc<Mutex<StreamStatus>>,
+}
+
+impl StatusHandle {
+    pub(crate) fn set_node(&self, node: Option<&Node>) {
+        let mut status = self.status.lock();
+        if node.is_some() && status.node.as_ref() != node {
+            status.node = node.cloned();
+        }
+    }
+
+    pub(crate) fn sent(&self, type_url: &str, version: &str) {
+        self.update(type_url, |t| {
+            t.sent = Some((version.to_string(), SystemTime::now()))
+        });
+    }
+
+    pub(crate) fn acked(&self, type_url: &str, version: &str) {
+        self.update(type_url, |t| {
+            let newer = t.acked.as_ref().is_none_or(|(v, _)| v != version);
+            if newer {
+                t.acked = Some((version.to_string(), SystemTime::now()));
+            }
+            if t.rejected.as_ref().is_some_and(|r| r.version != version) && newer {
+                t.rejected = None;
+            }
+        });
+    }
+
+    pub(crate) fn rejected(&self, type_url: &str, version: &str, error: &str) {
+        self.update(type_url, |t| {
+            t.rejected = Some(RejectedVersion {
+                version: version.to_string(),
+                error: error.to_string(),
+                at: SystemTime::now(),
+            })
+        });
+    }
+
+    fn update(&self, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
+        let mut status = self.status.lock();
+        match status.types.get_mut(type_url) {
+            Some(t) => f(t),
+            None => f(status.types.entry(type_url.to_string()).or_default()),
+        }
+    }
+}
+
+impl Drop for StatusHandle {
+    fn drop(&mut self) {
+        let stream = self.status.lock().stream;
+        self.registry.streams.lock().remove(&stream);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_sent_acked_and_rejected_versions_until_the_stream_closes() {
+        let registry = Arc::new(ClientStatusRegistry::default());
+        let handle = registry.open(7, false);
+        handle.set_node(Some(&Node {
+            id: "n1".into(),
+            ..Default::default()
+        }));
+        handle.sent("t", "v1");
+        handle.acked("t", "v1");
+        handle.sent("t", "v2");
+        handle.rejected("t", "v2", "bad");
+        let status = registry.all();
+        assert_eq!(status.len(), 1);
+        assert_eq!(status[0].node.as_ref().unwrap().id, "n1");
+        let t = &status[0].types["t"];
+        assert_eq!(t.acked.as_ref().unwrap().0, "v1");
+        assert_eq!(t.rejected.as_ref().unwrap().error, "bad");
+        assert!(!t.in_sync());
+        handle.sent("t", "v3");
+        handle.acked("t", "v3");
+        let t = registry.all()[0].types["t"].clone();
+        assert!(t.in_sync() && t.rejected.is_none());
+        drop(handle);
+        assert!(registry.all().is_empty());
+    }
+}
