@@ -1,5 +1,5 @@
-//! Heartbeats: refresh the TTL of resources clients already have, without
-//! sending their bodies again.
+//! Heartbeats: refresh the TTL of resources clients already have (delta:
+//! without their bodies; SotW: the full state again, which Envoy requires).
 
 use std::sync::Arc;
 

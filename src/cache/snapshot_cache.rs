@@ -106,6 +106,33 @@ fn take_answered<W, R>(
         .collect()
 }
 
+/// Answers taken out of a node's watches, to deliver once its lock is released.
+struct Answers {
+    sotw: Vec<(ResponseSink<SotwResponse>, SotwResponse)>,
+    delta: Vec<(ResponseSink<DeltaResponse>, DeltaResponse)>,
+}
+
+impl Answers {
+    fn deliver(self) {
+        deliver_in_ads_order(self.sotw, SotwResponse::type_url);
+        deliver_in_ads_order(self.delta, DeltaResponse::type_url);
+    }
+}
+
+impl NodeState {
+    /// Takes out every watch, SotW or delta, that `sotw` or `delta` answers.
+    fn take_answers(
+        &mut self,
+        sotw: impl Fn(&WatchRequest) -> Option<SotwResponse>,
+        delta: impl Fn(&DeltaWatchRequest) -> Option<DeltaResponse>,
+    ) -> Answers {
+        Answers {
+            sotw: take_answered(&mut self.watches, |w| sotw(&w.request), |w| w.sink),
+            delta: take_answered(&mut self.delta_watches, |w| delta(&w.request), |w| w.sink),
+        }
+    }
+}
+
 impl<H: NodeHash> SnapshotCache<H> {
     /// A cache keying nodes with `hash`. With `ads`, a subscription naming
     /// resources is held until one of the names exists in the snapshot;
@@ -137,50 +164,36 @@ impl<H: NodeHash> SnapshotCache<H> {
     /// that node that is now stale. Never blocks on a stream.
     pub fn set_snapshot(&self, node: &str, snapshot: Snapshot) {
         let ads = self.inner.ads;
-        let (answers, delta_answers) = self.with_node(node, |state| {
-            let answers = take_answered(
-                &mut state.watches,
-                |w| sotw_response(&snapshot, &w.request, ads),
-                |w| w.sink,
-            );
-            let delta_answers = take_answered(
-                &mut state.delta_watches,
-                |w| delta_answer(&snapshot, &w.request),
-                |w| w.sink,
+        let answers = self.with_node(node, |state| {
+            let answers = state.take_answers(
+                |w| sotw_response(&snapshot, w, ads),
+                |w| delta_answer(&snapshot, w),
             );
             state.snapshot = Some(snapshot);
-            (answers, delta_answers)
+            answers
         });
-        deliver_in_ads_order(answers, SotwResponse::type_url);
-        deliver_in_ads_order(delta_answers, DeltaResponse::type_url);
+        answers.deliver();
     }
 
     /// Sends a heartbeat on every open watch whose client is up to date and
-    /// has resources with a TTL: those resources again, without their body,
-    /// so the client keeps them. Like any answer, it closes the watch; the
-    /// client's ACK opens the next.
+    /// has resources with a TTL, so the client keeps them: on delta streams
+    /// those resources without their body, on SotW streams the full state
+    /// again (Envoy cannot take body-less SotW heartbeats). Like any answer,
+    /// it closes the watch; the client's ACK opens the next.
     pub fn send_heartbeats(&self) {
         let nodes: Vec<Arc<Mutex<NodeState>>> = self.inner.nodes.read().values().cloned().collect();
         for node in nodes {
-            let (answers, delta_answers) = {
+            let answers = {
                 let mut state = node.lock();
                 let Some(snapshot) = state.snapshot.clone() else {
                     continue;
                 };
-                let answers = take_answered(
-                    &mut state.watches,
-                    |w| sotw_heartbeat(&snapshot, &w.request),
-                    |w| w.sink,
-                );
-                let delta_answers = take_answered(
-                    &mut state.delta_watches,
-                    |w| delta_heartbeat(&snapshot, &w.request),
-                    |w| w.sink,
-                );
-                (answers, delta_answers)
+                state.take_answers(
+                    |w| sotw_heartbeat(&snapshot, w),
+                    |w| delta_heartbeat(&snapshot, w),
+                )
             };
-            deliver_in_ads_order(answers, SotwResponse::type_url);
-            deliver_in_ads_order(delta_answers, DeltaResponse::type_url);
+            answers.deliver();
         }
     }
 
