@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use prost::Message;
-use xds_control_plane::cache::EncodedResource;
+use xds_control_plane::cache::{EncodedList, EncodedResource};
 use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use xds_control_plane::resource::{type_url, ResourceType};
 use xds_control_plane::server::__wire::{delta_message, sotw_message};
@@ -86,10 +86,11 @@ fn build(c: &mut Criterion) {
         .throughput(Throughput::Bytes(eds_bytes as u64));
     // Warm the shared encodings: every stream but the first finds them.
     let resources = eds.resources();
-    sotw_message("v1", type_url::ENDPOINT, "1", resources).unwrap();
+    let list: EncodedList = resources.iter().cloned().collect();
+    sotw_message("v1", type_url::ENDPOINT, "1", &list).unwrap();
     delta_message("v1", type_url::ENDPOINT, "1", resources, &[], false).unwrap();
     group.bench_function("eds_wire_1000_resources", |b| {
-        b.iter(|| sotw_message("v1", type_url::ENDPOINT, black_box("1"), resources).unwrap())
+        b.iter(|| sotw_message("v1", type_url::ENDPOINT, black_box("1"), &list).unwrap())
     });
     group.bench_function("eds_delta_wire_1000_resources", |b| {
         b.iter(|| {
@@ -128,8 +129,13 @@ fn build(c: &mut Criterion) {
         b.iter_batched(
             || encoded.snapshot("v1").unwrap(),
             |snapshot| {
-                let eds = snapshot.of_type(ResourceType::Endpoint).resources();
-                sotw_message("v1", type_url::ENDPOINT, "1", eds).unwrap();
+                let eds: EncodedList = snapshot
+                    .of_type(ResourceType::Endpoint)
+                    .resources()
+                    .iter()
+                    .cloned()
+                    .collect();
+                sotw_message("v1", type_url::ENDPOINT, "1", &eds).unwrap();
                 // Dropped after timing.
                 snapshot
             },

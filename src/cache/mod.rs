@@ -5,6 +5,7 @@
 mod consistency;
 mod delta_response;
 mod encoded;
+mod encoded_list;
 mod heartbeat;
 mod linear;
 mod mux_cache;
@@ -21,6 +22,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
 pub use consistency::{ConsistencyError, Inconsistency};
 pub use encoded::EncodedResource;
+pub use encoded_list::EncodedList;
 pub use heartbeat::HeartbeatTask;
 pub use linear::{LinearCache, LinearCacheError, LinearResource};
 pub use mux_cache::{MuxCache, MuxRequest};

@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::envoy::service::runtime::v3::Runtime;
 
-use super::{EncodedResource, ReturnedResources};
+use super::{EncodedList, EncodedResource, ReturnedResources};
 use crate::resource::{ResourceType, XdsResource};
 
 /// Errors from building a [`Snapshot`].
@@ -61,7 +61,7 @@ pub enum SnapshotError {
 #[derive(Default)]
 pub struct TypeResources {
     version: Arc<str>,
-    ordered: Arc<[EncodedResource]>,
+    ordered: Arc<EncodedList>,
     index: HashMap<Arc<str>, usize, ahash::RandomState>,
     /// What a wildcard client has after a full response: built once.
     wildcard_returned: OnceLock<Arc<ReturnedResources>>,
@@ -72,12 +72,12 @@ pub struct TypeResources {
 
 struct NamedFull {
     names: Arc<[String]>,
-    resources: Arc<[EncodedResource]>,
+    resources: Arc<EncodedList>,
     returned: Arc<ReturnedResources>,
 }
 
 /// A full answer: the resources and what the client has afterwards.
-pub(crate) type FullAnswer = (Arc<[EncodedResource]>, Arc<ReturnedResources>);
+pub(crate) type FullAnswer = (Arc<EncodedList>, Arc<ReturnedResources>);
 
 impl TypeResources {
     fn new(version: &str, mut resources: Vec<EncodedResource>) -> Result<Self, SnapshotError> {
@@ -94,7 +94,7 @@ impl TypeResources {
         }
         Ok(TypeResources {
             version: Arc::from(version),
-            ordered: resources.into(),
+            ordered: Arc::new(resources.into()),
             index,
             wildcard_returned: OnceLock::new(),
             named_full: Mutex::new(None),
@@ -117,7 +117,7 @@ impl TypeResources {
                 return (Arc::clone(&memo.resources), Arc::clone(&memo.returned));
             }
         }
-        let resources: Arc<[EncodedResource]> =
+        let resources: Arc<EncodedList> =
             names.iter().filter_map(|n| self.get(n)).cloned().collect();
         let returned = Arc::new(self.returned_of(&resources));
         *self.named_full.lock() = Some(NamedFull {

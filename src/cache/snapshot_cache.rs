@@ -82,10 +82,14 @@ impl NodeState {
         self.snapshot.is_none() && self.watches.is_empty() && self.delta_watches.is_empty()
     }
 
-    fn touch(&mut self, node: Option<Node>) {
+    /// Notes a watch request; the node is copied only when it changed,
+    /// which clients repeating it with every request rarely do.
+    fn touch(&mut self, node: Option<&Node>) {
         self.last_watch_request = Some(SystemTime::now());
-        if node.is_some() && self.node != node {
-            self.node = node;
+        if let Some(node) = node {
+            if self.node.as_ref() != Some(node) {
+                self.node = Some(node.clone());
+            }
         }
     }
 }
@@ -262,7 +266,6 @@ impl<H: NodeHash> SnapshotCache<H> {
     fn open_watch<R>(
         &self,
         key: String,
-        node: Option<Node>,
         sink: ResponseSink<R>,
         answer_or_store: impl FnOnce(
             &mut NodeState,
@@ -271,10 +274,7 @@ impl<H: NodeHash> SnapshotCache<H> {
         ) -> Option<(ResponseSink<R>, R)>,
     ) -> WatchHandle {
         let watch_id = self.inner.next_watch_id.fetch_add(1, Ordering::Relaxed);
-        let answered = self.with_node(&key, |state| {
-            state.touch(node);
-            answer_or_store(state, watch_id, sink)
-        });
+        let answered = self.with_node(&key, |state| answer_or_store(state, watch_id, sink));
         match answered {
             Some((sink, response)) => {
                 sink.send(response);
@@ -321,11 +321,9 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
     ) -> Result<WatchHandle, CacheError> {
         let ads = self.inner.ads;
         let key = self.inner.hash.id(request.node());
-        Ok(self.open_watch(
-            key,
-            request.node().cloned(),
-            sink,
-            |state, watch_id, sink| match state
+        Ok(self.open_watch(key, sink, |state, watch_id, sink| {
+            state.touch(request.node());
+            match state
                 .snapshot
                 .as_ref()
                 .and_then(|s| sotw_response(s, &request, ads))
@@ -335,8 +333,8 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
                     state.watches.insert(watch_id, Watch { request, sink });
                     None
                 }
-            },
-        ))
+            }
+        }))
     }
 
     fn create_delta_watch(
@@ -345,11 +343,9 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
         sink: ResponseSink<DeltaResponse>,
     ) -> Result<WatchHandle, CacheError> {
         let key = self.inner.hash.id(request.node());
-        Ok(self.open_watch(
-            key,
-            request.node().cloned(),
-            sink,
-            |state, watch_id, sink| match state
+        Ok(self.open_watch(key, sink, |state, watch_id, sink| {
+            state.touch(request.node());
+            match state
                 .snapshot
                 .as_ref()
                 .and_then(|s| delta_answer(s, &request))
@@ -361,8 +357,8 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
                         .insert(watch_id, DeltaWatch { request, sink });
                     None
                 }
-            },
-        ))
+            }
+        }))
     }
 
     fn fetch(&self, request: &DiscoveryRequest) -> Result<SotwResponse, FetchError> {

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use super::{
-    EncodedResource, ReturnedResources, Snapshot, SotwResponse, TypeResources, WatchRequest,
+    EncodedList, EncodedResource, ReturnedResources, Snapshot, SotwResponse, TypeResources,
+    WatchRequest,
 };
 use crate::resource;
 
@@ -77,7 +78,7 @@ pub(crate) fn full_response(watch: &WatchRequest, resources: &TypeResources) -> 
     } else if sub.prefixes().is_empty() {
         resources.full_named(sub.names())
     } else {
-        let items: Arc<[EncodedResource]> = subscribed(sub, resources).cloned().collect();
+        let items: Arc<EncodedList> = subscribed(sub, resources).cloned().collect();
         let returned = Arc::new(resources.returned_of(&items));
         (items, returned)
     };

@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::{EncodedResource, ReturnedResources, Subscription};
+use super::{EncodedList, EncodedResource, ReturnedResources, Subscription};
 
 /// A request for data of one type, as a stream passes it to a cache.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ pub struct SotwResponse {
     pub version: Arc<str>,
     /// The resources to send, already encoded (shared by every stream
     /// getting the same answer).
-    pub resources: Arc<[EncodedResource]>,
+    pub resources: Arc<EncodedList>,
     /// What the client has once it receives this response.
     pub returned: Arc<ReturnedResources>,
 }

@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use tonic::Status;
 
-use super::wire::FRAME_HEADER;
+use super::wire::{WireMessage, FRAME_HEADER};
 use crate::cache::{DeltaResponse, EncodedResource, SotwResponse};
 
 /// Identifies one stream for the life of a server (counting from 1).
@@ -49,7 +49,7 @@ pub struct SentResponse<'a> {
 }
 
 impl<'a> SentResponse<'a> {
-    pub(crate) fn new(response: &'a SotwResponse, nonce: &'a str, message: &[u8]) -> Self {
+    pub(crate) fn new(response: &'a SotwResponse, nonce: &'a str, message: &WireMessage) -> Self {
         SentResponse {
             response,
             nonce,
@@ -133,7 +133,7 @@ pub struct SentDeltaResponse<'a> {
 }
 
 impl<'a> SentDeltaResponse<'a> {
-    pub(crate) fn new(response: &'a DeltaResponse, nonce: &'a str, message: &[u8]) -> Self {
+    pub(crate) fn new(response: &'a DeltaResponse, nonce: &'a str, message: &WireMessage) -> Self {
         SentDeltaResponse {
             response,
             nonce,

@@ -10,13 +10,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::callbacks::{Nack, SentDeltaResponse};
 use super::stream::{in_ads_order, Protocol, StreamContext, TypeState};
-use super::wire;
+use super::wire::{self, WireMessage};
 use crate::cache::{DeltaResponse, DeltaWatchRequest, ResponseQueue, Subscription};
 
 pub(crate) struct DeltaStream {
@@ -36,7 +35,11 @@ impl DeltaStream {
 
     /// Turns an answer into the message to send, encoded, and records what
     /// the client now has; `None` for an answer to a watch since replaced.
-    fn stamp(&mut self, watch_id: u64, response: DeltaResponse) -> Result<Option<Bytes>, Status> {
+    fn stamp(
+        &mut self,
+        watch_id: u64,
+        response: DeltaResponse,
+    ) -> Result<Option<WireMessage>, Status> {
         let Some(state) = self.types.get_mut(response.type_url()) else {
             return Ok(None);
         };
@@ -149,7 +152,7 @@ impl Protocol for DeltaStream {
         Ok(())
     }
 
-    fn take_ready(&mut self) -> Result<Vec<Bytes>, Status> {
+    fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status> {
         let mut messages = Vec::new();
         for (watch_id, response) in in_ads_order(&self.queue, DeltaResponse::type_url) {
             messages.extend(self.stamp(watch_id, response)?);

@@ -35,6 +35,7 @@ mod callbacks;
 mod client_status;
 mod delta;
 mod fetch;
+mod request_stream;
 mod services;
 mod sotw;
 mod stream;
@@ -46,7 +47,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 pub use callbacks::{Callbacks, Nack, SentDeltaResponse, SentResponse, StreamId};
 pub use client_status::{RejectedVersion, StreamStatus, TypeStatus};
@@ -60,7 +61,7 @@ pub use services::{
 /// this crate's benchmarks.
 #[doc(hidden)]
 pub mod __wire {
-    pub use super::wire::{delta_message, sotw_message};
+    pub use super::wire::{delta_message, sotw_message, WireMessage};
 }
 
 use crate::cache::Cache;
@@ -167,7 +168,7 @@ impl Server {
     /// Returns where its encoded messages come out.
     fn open_sotw(
         &self,
-        requests: Streaming<DiscoveryRequest>,
+        requests: request_stream::RequestStream<DiscoveryRequest>,
         service_type: Option<&'static str>,
     ) -> Result<services::Outgoing, Status> {
         let callbacks = &self.shared.callbacks;
@@ -183,7 +184,7 @@ impl Server {
     /// Opens an incremental (delta) stream; `service_type` is `None` for ADS.
     fn open_delta(
         &self,
-        requests: Streaming<DeltaDiscoveryRequest>,
+        requests: request_stream::RequestStream<DeltaDiscoveryRequest>,
         service_type: Option<&'static str>,
     ) -> Result<services::Outgoing, Status> {
         let callbacks = &self.shared.callbacks;

@@ -5,8 +5,8 @@
 //! They replace the generated `*DiscoveryServiceServer` wrappers for the
 //! streaming RPCs, whose codec would rebuild and re-encode every response
 //! per stream and keep a buffer the size of the largest one for the life of
-//! the stream. Here requests are decoded by tonic's `Streaming` with the
-//! prost decoder, as before, and responses leave as the stream driver
+//! the stream. Here requests are decoded by [`RequestStream`], which keeps
+//! no buffer between messages, and responses leave as the stream driver
 //! encoded them ([`super::wire`]): one exactly-sized buffer per message,
 //! freed once written. Unary `Fetch*` calls go through tonic's own
 //! `Grpc::unary`.
@@ -21,12 +21,13 @@ use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use http_body::Frame;
 use tokio::sync::mpsc;
-use tonic::codec::Streaming;
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::Status;
-use tonic_prost::{ProstCodec, ProstDecoder};
+use tonic_prost::ProstCodec;
 use tower_service::Service;
 
+use super::request_stream::{NodeRequest, RequestStream};
+use super::wire::WireMessage;
 use super::Server;
 use crate::resource::type_url;
 
@@ -65,7 +66,7 @@ impl ServiceCore {
 
     fn call<B>(&self, routes: &Routes, request: http::Request<B>) -> ResponseFuture
     where
-        B: http_body::Body + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError> + Send + 'static,
     {
         let path = Some(request.uri().path());
@@ -94,21 +95,19 @@ impl ServiceCore {
     fn stream<B, Req>(
         &self,
         request: http::Request<B>,
-        open: impl FnOnce(&Server, Streaming<Req>) -> Result<Outgoing, Status>,
+        open: impl FnOnce(&Server, RequestStream<Req>) -> Result<Outgoing, Status>,
     ) -> http::Response<tonic::body::Body>
     where
-        B: http_body::Body + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError> + Send + 'static,
-        Req: prost::Message + Default + Send + 'static,
+        Req: NodeRequest,
     {
         if let Err(status) = check_encoding(request.headers()) {
             return trailers_only(status);
         }
-        let requests = Streaming::new_request(
-            ProstDecoder::<Req>::default(),
-            request.into_body(),
-            None,
-            Some(self.max_decoding_message_size),
+        let requests = RequestStream::new(
+            tonic::body::Body::new(request.into_body()),
+            self.max_decoding_message_size,
         );
         match open(&self.server, requests) {
             Ok(outgoing) => {
@@ -127,7 +126,7 @@ impl ServiceCore {
     /// A unary fetch, through tonic's own unary handling.
     fn fetch<B>(&self, request: http::Request<B>, type_url: &'static str) -> ResponseFuture
     where
-        B: http_body::Body + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError> + Send + 'static,
     {
         let method = Fetch {
@@ -144,7 +143,7 @@ impl ServiceCore {
 }
 
 /// The receiving end of a stream driver's messages.
-pub(crate) type Outgoing = mpsc::Receiver<Result<Bytes, Status>>;
+pub(crate) type Outgoing = mpsc::Receiver<Result<WireMessage, Status>>;
 
 /// Requests must be uncompressed: no compression is enabled (as the
 /// generated services, which answer others with `UNIMPLEMENTED`).
@@ -172,12 +171,15 @@ fn trailers_only(status: Status) -> http::Response<tonic::body::Body> {
 }
 
 /// A streaming response body: each message the stream driver encoded is
-/// one data frame, as is; then trailers with `grpc-status` (and
+/// one or two data frames (its head, then its shared body), as is; then
+/// trailers with `grpc-status` (and
 /// `grpc-message`, percent-encoded) when the driver ends, with the status it
 /// ends with or OK. hyper drops the body when the client goes away, which
 /// closes the channel: the driver notices and stops.
 struct ResponseBody {
     messages: Outgoing,
+    /// The second part of the message whose head was just yielded.
+    body: Option<Bytes>,
     done: bool,
 }
 
@@ -185,6 +187,7 @@ impl ResponseBody {
     fn new(messages: Outgoing) -> Self {
         ResponseBody {
             messages,
+            body: None,
             done: false,
         }
     }
@@ -216,8 +219,15 @@ impl http_body::Body for ResponseBody {
         if self.done {
             return Poll::Ready(None);
         }
+        if let Some(body) = self.body.take() {
+            return Poll::Ready(Some(Ok(Frame::data(body))));
+        }
         let frame = match std::task::ready!(self.messages.poll_recv(cx)) {
-            Some(Ok(message)) => Frame::data(message),
+            Some(Ok(message)) => {
+                let (head, body) = message.into_parts();
+                self.body = (!body.is_empty()).then_some(body);
+                Frame::data(head)
+            }
             Some(Err(status)) => self.trailers(&status),
             None => self.trailers(&Status::ok("")),
         };
@@ -310,7 +320,7 @@ macro_rules! xds_services {
 
             impl<B> Service<http::Request<B>> for $Service
             where
-                B: http_body::Body + Send + 'static,
+                B: http_body::Body<Data = Bytes> + Send + 'static,
                 B::Error: Into<BoxError> + Send + 'static,
             {
                 type Response = http::Response<tonic::body::Body>;
@@ -528,17 +538,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn each_message_is_one_data_frame_then_ok_trailers() {
+    async fn each_message_is_a_head_and_a_shared_body_then_ok_trailers() {
         let mut service = server().ads_service();
         let (tx, response) = open(&mut service).await;
         assert_eq!(response.status(), http::StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "application/grpc");
         let mut body = response.into_body();
         tx.send(framed(&cds_request(&[]))).await.unwrap();
-        let data = next_frame(&mut body).await.into_data().expect("data");
-        let len = u32::from_be_bytes(data[1..5].try_into().unwrap()) as usize;
-        assert_eq!((data[0], len), (0, data.len() - 5));
-        let message = DiscoveryResponse::decode(&data[5..]).unwrap();
+        let head = next_frame(&mut body).await.into_data().expect("head");
+        let resources = next_frame(&mut body).await.into_data().expect("body");
+        let len = u32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+        assert_eq!((head[0], len), (0, head.len() + resources.len() - 5));
+        let mut data = head[5..].to_vec();
+        data.extend_from_slice(&resources);
+        let message = DiscoveryResponse::decode(&data[..]).unwrap();
         assert_eq!(
             (message.version_info.as_str(), message.resources.len()),
             ("v1", 1)

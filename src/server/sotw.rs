@@ -8,13 +8,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
 use super::callbacks::{Nack, SentResponse};
 use super::stream::{in_ads_order, Protocol, StreamContext, TypeState};
-use super::wire;
+use super::wire::{self, WireMessage};
 use crate::cache::{ResponseQueue, SotwResponse, Subscription, WatchRequest};
 
 pub(crate) struct SotwStream {
@@ -34,7 +33,11 @@ impl SotwStream {
 
     /// Turns an answer into the message to send, encoded, and records what
     /// the client now has; `None` for an answer to a watch since replaced.
-    fn stamp(&mut self, watch_id: u64, response: SotwResponse) -> Result<Option<Bytes>, Status> {
+    fn stamp(
+        &mut self,
+        watch_id: u64,
+        response: SotwResponse,
+    ) -> Result<Option<WireMessage>, Status> {
         let Some(state) = self.types.get_mut(response.type_url()) else {
             return Ok(None);
         };
@@ -46,7 +49,7 @@ impl SotwStream {
             &response.version,
             response.type_url(),
             &nonce,
-            response.resources.iter(),
+            &response.resources,
         )?;
         self.ctx.shared.callbacks.on_stream_response(
             self.ctx.id,
@@ -148,7 +151,7 @@ impl Protocol for SotwStream {
         Ok(())
     }
 
-    fn take_ready(&mut self) -> Result<Vec<Bytes>, Status> {
+    fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status> {
         let mut messages = Vec::new();
         for (watch_id, response) in in_ads_order(&self.queue, SotwResponse::type_url) {
             messages.extend(self.stamp(watch_id, response)?);

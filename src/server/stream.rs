@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -12,6 +11,7 @@ use tonic::Status;
 
 use super::callbacks::StreamId;
 use super::client_status::StatusHandle;
+use super::wire::WireMessage;
 use super::Shared;
 use crate::cache::{ResponseQueue, ReturnedResources, Subscription, WatchHandle};
 use crate::resource;
@@ -33,7 +33,7 @@ pub(crate) trait Protocol: Send + 'static {
     /// Turns the pending answers into messages, in order, each encoded as
     /// one gRPC message ready for the wire, recording them as sent. An
     /// error (a message too large to send) ends the stream with it.
-    fn take_ready(&mut self) -> Result<Vec<Bytes>, Status>;
+    fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status>;
 
     /// Cancels every watch and reports the stream closed.
     fn close(&mut self);
@@ -43,7 +43,7 @@ pub(crate) trait Protocol: Send + 'static {
 pub(crate) async fn drive<P, S>(
     mut protocol: P,
     mut requests: S,
-    out: mpsc::Sender<Result<Bytes, Status>>,
+    out: mpsc::Sender<Result<WireMessage, Status>>,
     shared: Arc<Shared>,
 ) where
     P: Protocol,
@@ -133,11 +133,13 @@ impl StreamContext {
     /// Remembers the request's node, or fills it in from an earlier request.
     pub(crate) fn backfill_node(&mut self, node: &mut Option<Node>) {
         match node {
-            Some(node) if self.node.as_ref() != Some(node) => self.node = Some(node.clone()),
+            Some(node) if self.node.as_ref() != Some(node) => {
+                self.node = Some(node.clone());
+                self.status.set_node(self.node.as_ref());
+            }
             Some(_) => {}
             None => node.clone_from(&self.node),
         }
-        self.status.set_node(self.node.as_ref());
     }
 
     /// Checks the request's type URL against the service, filling in the

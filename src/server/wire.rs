@@ -1,15 +1,17 @@
 //! The messages a stream sends, encoded straight into gRPC frames.
 //!
-//! A response is assembled from each resource's pre-encoded element
-//! ([`EncodedResource`] encodes it once, for every stream), so a stream
-//! copies each resource once, into one exactly-sized buffer per message that
-//! is freed as soon as it is written to the connection. Nothing per stream
-//! outlives the message.
+//! A response is assembled from pre-encoded resources ([`EncodedResource`]
+//! encodes each once, for every stream). A state-of-the-world response is
+//! two parts: a small head of its own (frame header, version, type URL,
+//! nonce) and the `resources` field its [`EncodedList`] encoded once for
+//! every stream sending the same answer, written without a copy. Protobuf
+//! readers accept fields in any order. Nothing per stream outlives the
+//! message.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tonic::Status;
 
-use crate::cache::EncodedResource;
+use crate::cache::{EncodedList, EncodedResource};
 use crate::protowire;
 
 /// The gRPC length-prefixed message header: a compressed flag and a
@@ -27,21 +29,68 @@ const NONCE: u32 = 5;
 const SYSTEM_VERSION_INFO: u32 = 1;
 const REMOVED_RESOURCES: u32 = 6;
 
-/// A `DiscoveryResponse` as one gRPC message (frame header included).
+/// One gRPC message (frame header included) as it goes on the wire: a
+/// head of its own, then a body shared with other streams (may be empty).
+#[derive(Debug, Clone)]
+pub struct WireMessage {
+    head: Bytes,
+    body: Bytes,
+}
+
+impl WireMessage {
+    fn whole(message: Bytes) -> Self {
+        WireMessage {
+            head: message,
+            body: Bytes::new(),
+        }
+    }
+
+    /// Size in bytes, frame header included.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    /// Whether the message has no bytes at all (never, once built).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The two parts, in wire order.
+    pub fn into_parts(self) -> (Bytes, Bytes) {
+        (self.head, self.body)
+    }
+
+    /// The message as one buffer (copies it).
+    pub fn to_bytes(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(self.len());
+        buf.put_slice(&self.head);
+        buf.put_slice(&self.body);
+        buf.freeze()
+    }
+}
+
+/// A `DiscoveryResponse` as one gRPC message: fields 1 (version), 4 (type
+/// URL) and 5 (nonce) in its head, then the resources (field 2), shared.
 ///
 /// Fails only for a message over gRPC's 4 GiB limit.
-pub fn sotw_message<'a, I>(
+pub fn sotw_message(
     version: &str,
     type_url: &str,
     nonce: &str,
-    resources: I,
-) -> Result<Bytes, Status>
-where
-    I: IntoIterator<Item = &'a EncodedResource>,
-    I::IntoIter: Clone,
-{
-    let resources = resources.into_iter().map(|r| &r.sotw_wire()[..]);
-    sotw_frame(version, type_url, nonce, resources)
+    resources: &EncodedList,
+) -> Result<WireMessage, Status> {
+    let body = resources.sotw_field().clone();
+    let head_len = protowire::string_len(VERSION_INFO, version.as_bytes())
+        + protowire::string_len(TYPE_URL, type_url.as_bytes())
+        + protowire::string_len(NONCE, nonce.as_bytes());
+    let mut head = frame(head_len + body.len(), head_len)?;
+    protowire::put_string(&mut head, VERSION_INFO, version.as_bytes());
+    protowire::put_string(&mut head, TYPE_URL, type_url.as_bytes());
+    protowire::put_string(&mut head, NONCE, nonce.as_bytes());
+    Ok(WireMessage {
+        head: finish(head, head_len),
+        body,
+    })
 }
 
 /// A `DeltaDiscoveryResponse` as one gRPC message (frame header included):
@@ -55,7 +104,7 @@ pub fn delta_message<'a, I, R>(
     resources: I,
     removed: R,
     heartbeat: bool,
-) -> Result<Bytes, Status>
+) -> Result<WireMessage, Status>
 where
     I: IntoIterator<Item = &'a EncodedResource>,
     I::IntoIter: Clone,
@@ -84,28 +133,7 @@ where
             removed,
         )
     }
-}
-
-/// Fields 1 (version), 2 (each resource), 4 (type URL), 5 (nonce), in the
-/// order prost writes them.
-fn sotw_frame<'a>(
-    version: &str,
-    type_url: &str,
-    nonce: &str,
-    resources: impl Iterator<Item = &'a [u8]> + Clone,
-) -> Result<Bytes, Status> {
-    let len = protowire::string_len(VERSION_INFO, version.as_bytes())
-        + repeated_len(RESOURCES, resources.clone())
-        + protowire::string_len(TYPE_URL, type_url.as_bytes())
-        + protowire::string_len(NONCE, nonce.as_bytes());
-    let mut buf = frame(len)?;
-    protowire::put_string(&mut buf, VERSION_INFO, version.as_bytes());
-    for resource in resources {
-        protowire::put_field(&mut buf, RESOURCES, resource);
-    }
-    protowire::put_string(&mut buf, TYPE_URL, type_url.as_bytes());
-    protowire::put_string(&mut buf, NONCE, nonce.as_bytes());
-    Ok(finish(buf, len))
+    .map(WireMessage::whole)
 }
 
 /// Fields 1 (system version), 2 (each resource), 4 (type URL), 5 (nonce),
@@ -122,7 +150,7 @@ fn delta_frame<'a>(
         + protowire::string_len(TYPE_URL, type_url.as_bytes())
         + protowire::string_len(NONCE, nonce.as_bytes())
         + repeated_len(REMOVED_RESOURCES, removed.clone());
-    let mut buf = frame(len)?;
+    let mut buf = frame(len, len)?;
     protowire::put_string(&mut buf, SYSTEM_VERSION_INFO, system_version.as_bytes());
     for resource in resources {
         protowire::put_field(&mut buf, RESOURCES, resource);
@@ -139,21 +167,22 @@ fn repeated_len<'a>(tag: u32, elements: impl Iterator<Item = &'a [u8]>) -> usize
     elements.map(|e| protowire::field_len(tag, e.len())).sum()
 }
 
-/// A buffer of exactly one message of `len` bytes, its frame header written.
-fn frame(len: usize) -> Result<BytesMut, Status> {
+/// The buffer of a message of `len` bytes, its frame header written, with
+/// room for the `own` bytes of it that go in this buffer.
+fn frame(len: usize, own: usize) -> Result<BytesMut, Status> {
     let Ok(len32) = u32::try_from(len) else {
         return Err(Status::resource_exhausted(format!(
             "a response of {len} bytes is over gRPC's 4 GiB message limit"
         )));
     };
-    let mut buf = BytesMut::with_capacity(FRAME_HEADER + len);
+    let mut buf = BytesMut::with_capacity(FRAME_HEADER + own);
     buf.put_u8(0); // not compressed
     buf.put_u32(len32);
     Ok(buf)
 }
 
-fn finish(buf: BytesMut, len: usize) -> Bytes {
-    debug_assert_eq!(buf.len(), FRAME_HEADER + len, "message size miscomputed");
+fn finish(buf: BytesMut, own: usize) -> Bytes {
+    debug_assert_eq!(buf.len(), FRAME_HEADER + own, "message size miscomputed");
     debug_assert_eq!(buf.capacity(), buf.len(), "message buffer not exact");
     buf.freeze()
 }
@@ -199,11 +228,12 @@ mod tests {
     }
 
     /// The message after the frame header, checking the header.
-    fn unframe(message: &Bytes) -> &[u8] {
+    fn unframe(message: &WireMessage) -> Bytes {
+        let message = message.to_bytes();
         assert_eq!(message[0], 0, "compressed flag");
         let len = u32::from_be_bytes(message[1..5].try_into().unwrap()) as usize;
         assert_eq!(len, message.len() - FRAME_HEADER);
-        &message[FRAME_HEADER..]
+        message.slice(FRAME_HEADER..)
     }
 
     /// What the server sent before, built as a struct.
@@ -253,19 +283,25 @@ mod tests {
             ("v3", "4", vec![]),
         ];
         for (version, nonce, resources) in cases {
-            let message = sotw_message(version, type_url::CLUSTER, nonce, &resources).unwrap();
+            let list = EncodedList::new(resources.clone());
+            let message = sotw_message(version, type_url::CLUSTER, nonce, &list).unwrap();
             let expected = old_sotw(version, type_url::CLUSTER, nonce, &resources);
-            let body = unframe(&message);
-            assert_eq!(DiscoveryResponse::decode(body).unwrap(), expected);
-            // Byte for byte what prost writes.
-            assert_eq!(body, &expected.encode_to_vec()[..]);
+            assert_eq!(message.len(), FRAME_HEADER + expected.encoded_len());
+            assert_eq!(
+                DiscoveryResponse::decode(unframe(&message)).unwrap(),
+                expected
+            );
+            // The resources are the list's shared bytes, not a copy.
+            let (_, body) = message.into_parts();
+            assert_eq!(body.as_ptr(), list.sotw_field().as_ptr());
         }
     }
 
     #[test]
     fn ttl_resources_are_wrapped_and_delta_heartbeats_carry_no_body() {
         let ttl = clusters(&["a"])[0].with_ttl(Duration::from_secs(5));
-        let message = sotw_message("v1", type_url::CLUSTER, "1", [&ttl]).unwrap();
+        let list = EncodedList::new(vec![ttl.clone()]);
+        let message = sotw_message("v1", type_url::CLUSTER, "1", &list).unwrap();
         let decoded = DiscoveryResponse::decode(unframe(&message)).unwrap();
         assert_eq!(decoded.resources[0].type_url, type_url::RESOURCE_WRAPPER);
         let wrapper = envoy_types::pb::envoy::service::discovery::v3::Resource::decode(
@@ -311,7 +347,10 @@ mod tests {
                     heartbeat,
                 );
                 let body = unframe(&message);
-                assert_eq!(DeltaDiscoveryResponse::decode(body).unwrap(), expected);
+                assert_eq!(
+                    DeltaDiscoveryResponse::decode(body.clone()).unwrap(),
+                    expected
+                );
                 assert_eq!(body, &expected.encode_to_vec()[..]);
             }
         }
