@@ -57,7 +57,7 @@
 //!
 //! ```ignore
 //! // Cargo.toml: xds-control-plane = { version = "0.1", features = ["metrics"] }
-//! //             metrics-exporter-prometheus = "0.17"
+//! //             metrics-exporter-prometheus = "0.18"
 //! metrics_exporter_prometheus::PrometheusBuilder::new()
 //!     .with_http_listener(([0, 0, 0, 0], 9000))
 //!     .install()?;
@@ -116,14 +116,20 @@ pub const STREAM_SPAN: &str = "xds_stream";
 
 /// Gives every metric of this crate its unit and help text, for recorders
 /// that show them (Prometheus `# HELP`). Call once, after installing the
-/// recorder.
+/// recorder. Without the `metrics` feature it does nothing, so it can be
+/// called either way.
 ///
 /// ```
 /// // With no recorder installed this does nothing, harmlessly.
 /// xds_control_plane::metrics::describe_metrics();
 /// ```
-#[cfg(feature = "metrics")]
 pub fn describe_metrics() {
+    #[cfg(feature = "metrics")]
+    describe();
+}
+
+#[cfg(feature = "metrics")]
+fn describe() {
     use ::metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!(STREAMS_OPEN, Unit::Count, "xDS streams being served");
     describe_counter!(STREAMS_OPENED, Unit::Count, "xDS streams accepted");
