@@ -21,7 +21,7 @@
 //! | `xds_responses_total` | counter | responses | `kind`, `type_url` | responses sent |
 //! | `xds_response_bytes_total` | counter | bytes | `kind`, `type_url` | encoded size of those responses (gRPC message framing included) |
 //! | `xds_push_latency_seconds` | histogram | seconds | `kind` | from a cache update to its responses being queued for the wire |
-//! | `xds_cache_updates_total` | counter | updates | `cache` | `SnapshotCache::set_snapshot` calls and `LinearCache` changes |
+//! | `xds_cache_updates_total` | counter | updates | `cache` | `SnapshotCache::set_snapshot` calls and `LinearCache` update calls |
 //! | `xds_cache_update_duration_seconds` | histogram | seconds | `cache` | how long such an update took, answering stale watches included |
 //!
 //! Labels take few values, so series stay few whatever the number of
@@ -73,7 +73,7 @@
 //! `node_id`, the last recorded when the first request carrying a node
 //! arrives, so every event of the stream (NACK warnings included) carries
 //! the node. Each request and each response is a `DEBUG` event with
-//! `type_url`, `version` (SotW) and `nonce`.
+//! `type_url`, `nonce` and, where the message has one, `version`.
 
 #[cfg(feature = "metrics")]
 use std::time::Instant;
