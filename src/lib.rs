@@ -32,6 +32,7 @@
 pub use envoy_types;
 
 pub mod cache;
+pub mod metrics;
 mod protowire;
 pub mod resource;
 pub mod server;

@@ -167,6 +167,7 @@ impl<H: NodeHash> SnapshotCache<H> {
     /// Stores the snapshot for a node key and answers every open watch of
     /// that node that is now stale. Never blocks on a stream.
     pub fn set_snapshot(&self, node: &str, snapshot: Snapshot) {
+        let _update = crate::metrics::CacheUpdate::snapshot();
         let ads = self.inner.ads;
         let answers = self.with_node(node, |state| {
             let answers = state.take_answers(

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::{EncodedList, EncodedResource, ReturnedResources, Subscription};
+use crate::metrics::{self, PendingSince};
 
 /// A request for data of one type, as a stream passes it to a cache.
 #[derive(Debug, Clone)]
@@ -116,15 +117,24 @@ impl DeltaResponse {
 /// it answers, so answers of watches the stream has since replaced can be
 /// told apart and dropped.
 pub struct ResponseQueue<R> {
-    pending: Mutex<Vec<(u64, R)>>,
+    pending: Mutex<Pending<R>>,
     notify: Notify,
+}
+
+struct Pending<R> {
+    answers: Vec<(u64, R)>,
+    /// For the push latency metric (nothing without the feature).
+    since: PendingSince,
 }
 
 impl<R> ResponseQueue<R> {
     /// An empty queue.
     pub fn new() -> Arc<Self> {
         Arc::new(ResponseQueue {
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending {
+                answers: Vec::new(),
+                since: PendingSince::new(),
+            }),
             notify: Notify::new(),
         })
     }
@@ -139,7 +149,17 @@ impl<R> ResponseQueue<R> {
 
     /// Takes every pending answer, oldest first.
     pub fn take(&self) -> Vec<(u64, R)> {
-        std::mem::take(&mut *self.pending.lock())
+        let mut pending = self.pending.lock();
+        pending.since.clear();
+        std::mem::take(&mut pending.answers)
+    }
+
+    /// When the cache update behind the oldest pending answer started.
+    pub(crate) fn pending_since(&self) -> PendingSince {
+        #[cfg(feature = "metrics")]
+        return self.pending.lock().since;
+        #[cfg(not(feature = "metrics"))]
+        PendingSince::new()
     }
 
     /// Waits until an answer may be pending.
@@ -148,7 +168,10 @@ impl<R> ResponseQueue<R> {
     }
 
     fn push(&self, watch_id: u64, response: R) {
-        self.pending.lock().push((watch_id, response));
+        let mut pending = self.pending.lock();
+        pending.since.mark();
+        pending.answers.push((watch_id, response));
+        drop(pending);
         self.notify.notify_one();
     }
 }
@@ -156,7 +179,7 @@ impl<R> ResponseQueue<R> {
 impl<R> fmt::Debug for ResponseQueue<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseQueue")
-            .field("pending", &self.pending.lock().len())
+            .field("pending", &self.pending.lock().answers.len())
             .finish()
     }
 }
@@ -196,6 +219,7 @@ pub struct WatchHandle {
 impl WatchHandle {
     /// A handle that runs `cancel` when dropped.
     pub fn new(cancel: impl FnOnce() + Send + Sync + 'static) -> Self {
+        metrics::watch_opened();
         WatchHandle {
             cancel: Some(Box::new(cancel)),
         }
@@ -211,6 +235,7 @@ impl Drop for WatchHandle {
     fn drop(&mut self) {
         if let Some(cancel) = self.cancel.take() {
             cancel();
+            metrics::watch_closed();
         }
     }
 }

@@ -17,6 +17,7 @@ use super::callbacks::{Nack, SentDeltaResponse};
 use super::stream::{in_ads_order, Protocol, StreamContext, TypeState};
 use super::wire::{self, WireMessage};
 use crate::cache::{DeltaResponse, DeltaWatchRequest, ResponseQueue, Subscription};
+use crate::metrics;
 
 pub(crate) struct DeltaStream {
     ctx: StreamContext,
@@ -60,6 +61,7 @@ impl DeltaStream {
             &response.request,
             &SentDeltaResponse::new(&response, &nonce, &message),
         );
+        metrics::delta_response(&response, &nonce, message.len());
         self.ctx
             .status
             .sent(response.type_url(), &response.system_version);
@@ -71,6 +73,7 @@ impl DeltaStream {
 impl Protocol for DeltaStream {
     type Request = DeltaDiscoveryRequest;
     type Answer = DeltaResponse;
+    const KIND: metrics::StreamKind = metrics::StreamKind::Delta;
 
     fn queue(&self) -> Arc<ResponseQueue<DeltaResponse>> {
         Arc::clone(&self.queue)
@@ -80,6 +83,7 @@ impl Protocol for DeltaStream {
         let ctx = &mut self.ctx;
         ctx.backfill_node(&mut request.node);
         ctx.check_type_url(&mut request.type_url)?;
+        metrics::delta_request(&request);
         ctx.shared
             .callbacks
             .on_stream_delta_request(ctx.id, &request)?;
@@ -130,9 +134,11 @@ impl Protocol for DeltaStream {
                 "client rejected a delta response (NACK)"
             );
             ctx.shared.callbacks.on_stream_nack(ctx.id, &nack);
+            metrics::nack(metrics::StreamKind::Delta, &type_url);
             ctx.status.rejected(&type_url, rejected, &error.message);
         } else if !state.last_nonce.is_empty() && request.response_nonce == state.last_nonce {
             ctx.status.acked(&type_url, &state.last_version);
+            metrics::ack(metrics::StreamKind::Delta, &type_url);
         }
 
         state.watch_id = ctx.next_watch_id();

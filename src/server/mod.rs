@@ -178,7 +178,8 @@ impl Server {
             |id, t| callbacks.on_stream_open(id, t),
             |id| callbacks.on_stream_closed(id, None),
         )?;
-        Ok(self.spawn(sotw::SotwStream::new(ctx), requests))
+        let (id, service) = (ctx.id, service_type);
+        Ok(self.spawn(sotw::SotwStream::new(ctx), requests, id, service))
     }
 
     /// Opens an incremental (delta) stream; `service_type` is `None` for ADS.
@@ -194,7 +195,8 @@ impl Server {
             |id, t| callbacks.on_delta_stream_open(id, t),
             |id| callbacks.on_delta_stream_closed(id, None),
         )?;
-        Ok(self.spawn(delta::DeltaStream::new(ctx), requests))
+        let (id, service) = (ctx.id, service_type);
+        Ok(self.spawn(delta::DeltaStream::new(ctx), requests, id, service))
     }
 
     /// Numbers a new stream and runs the open callback; a refused stream is
@@ -223,19 +225,27 @@ impl Server {
         ))
     }
 
-    /// Runs a protocol on its own task; the returned channel carries its
-    /// encoded messages to the response body.
-    fn spawn<P, S>(&self, protocol: P, requests: S) -> services::Outgoing
+    /// Runs a protocol on its own task, in the stream's tracing span and
+    /// counted as open; the returned channel carries its encoded messages
+    /// to the response body.
+    fn spawn<P, S>(
+        &self,
+        protocol: P,
+        requests: S,
+        id: StreamId,
+        service_type: Option<&'static str>,
+    ) -> services::Outgoing
     where
         P: stream::Protocol,
         S: futures::Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
     {
         let (out, rx) = mpsc::channel(self.shared.options.send_buffer.max(1));
-        tokio::spawn(stream::drive(
-            protocol,
-            requests,
-            out,
-            Arc::clone(&self.shared),
+        let driver = stream::drive(protocol, requests, out, Arc::clone(&self.shared));
+        tokio::spawn(crate::metrics::observe_stream(
+            id,
+            P::KIND,
+            service_type,
+            driver,
         ));
         rx
     }

@@ -15,6 +15,7 @@ use super::callbacks::{Nack, SentResponse};
 use super::stream::{in_ads_order, Protocol, StreamContext, TypeState};
 use super::wire::{self, WireMessage};
 use crate::cache::{ResponseQueue, SotwResponse, Subscription, WatchRequest};
+use crate::metrics;
 
 pub(crate) struct SotwStream {
     ctx: StreamContext,
@@ -56,6 +57,7 @@ impl SotwStream {
             &response.request,
             &SentResponse::new(&response, &nonce, &message),
         );
+        metrics::sotw_response(&response, &nonce, message.len());
         self.ctx.status.sent(response.type_url(), &response.version);
         state.record_sent(&nonce, response.version, response.returned);
         Ok(Some(message))
@@ -65,6 +67,7 @@ impl SotwStream {
 impl Protocol for SotwStream {
     type Request = DiscoveryRequest;
     type Answer = SotwResponse;
+    const KIND: metrics::StreamKind = metrics::StreamKind::Sotw;
 
     fn queue(&self) -> Arc<ResponseQueue<SotwResponse>> {
         Arc::clone(&self.queue)
@@ -74,6 +77,7 @@ impl Protocol for SotwStream {
         let ctx = &mut self.ctx;
         ctx.backfill_node(&mut request.node);
         ctx.check_type_url(&mut request.type_url)?;
+        metrics::sotw_request(&request);
         ctx.shared.callbacks.on_stream_request(ctx.id, &request)?;
 
         let type_url = request.type_url.clone();
@@ -105,6 +109,7 @@ impl Protocol for SotwStream {
             !state.last_nonce.is_empty() && request.response_nonce == state.last_nonce;
         if acks_latest && request.error_detail.is_none() && !state.nacked {
             ctx.status.acked(&type_url, &request.version_info);
+            metrics::ack(metrics::StreamKind::Sotw, &type_url);
         }
         let version_info = match &request.error_detail {
             Some(error) if !state.last_nonce.is_empty() => {
@@ -124,6 +129,7 @@ impl Protocol for SotwStream {
                     "client rejected a response (NACK)"
                 );
                 ctx.shared.callbacks.on_stream_nack(ctx.id, &nack);
+                metrics::nack(metrics::StreamKind::Sotw, &type_url);
                 ctx.status
                     .rejected(&type_url, &state.last_version, &error.message);
                 state.nacked = true;

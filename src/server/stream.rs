@@ -14,6 +14,7 @@ use super::client_status::StatusHandle;
 use super::wire::WireMessage;
 use super::Shared;
 use crate::cache::{ResponseQueue, ReturnedResources, Subscription, WatchHandle};
+use crate::metrics;
 use crate::resource;
 
 /// One flavour of the xDS protocol on one stream.
@@ -22,6 +23,8 @@ pub(crate) trait Protocol: Send + 'static {
     type Request: Send + 'static;
     /// What the cache answers watches with.
     type Answer: Send + 'static;
+    /// State of the world or delta, for metrics and tracing.
+    const KIND: metrics::StreamKind;
 
     /// The queue the cache answers this stream's watches through.
     fn queue(&self) -> Arc<ResponseQueue<Self::Answer>>;
@@ -56,8 +59,10 @@ pub(crate) async fn drive<P, S>(
             biased;
             _ = out.closed() => break Ok(()),
             _ = shutdown.cancelled() => break Err(shutting_down()),
-            _ = queue.notified() => match protocol.take_ready() {
-                Ok(messages) => {
+            // The push-latency stamp is read before take_ready empties the queue.
+            _ = queue.notified() => match (queue.pending_since(), protocol.take_ready()) {
+                (since, Ok(messages)) => {
+                    let count = messages.len();
                     for message in messages {
                         // A client that stopped reading must not hold up shutdown.
                         tokio::select! {
@@ -68,8 +73,9 @@ pub(crate) async fn drive<P, S>(
                             },
                         }
                     }
+                    metrics::pushed(P::KIND, since, count);
                 }
-                Err(status) => break Err(status),
+                (_, Err(status)) => break Err(status),
             },
             next = requests.next() => match next {
                 Some(Ok(request)) => {
@@ -134,6 +140,7 @@ impl StreamContext {
     pub(crate) fn backfill_node(&mut self, node: &mut Option<Node>) {
         match node {
             Some(node) if self.node.as_ref() != Some(node) => {
+                metrics::node_known(node);
                 self.node = Some(node.clone());
                 self.status.set_node(self.node.as_ref());
             }

@@ -327,6 +327,7 @@ impl LinearCache {
     /// Applies one mutation: bumps the version once if anything changed,
     /// answers the watches it concerns after releasing the lock.
     fn apply(&self, upserts: Vec<EncodedResource>, deletes: Vec<String>, replace_all: bool) {
+        let _update = crate::metrics::CacheUpdate::linear();
         let answers = {
             let mut guard = self.inner.state.lock();
             let state = &mut *guard;
