@@ -30,11 +30,16 @@
 //! message, freed once written. So [`Callbacks::on_stream_response`] gets a
 //! [`SentResponse`] view rather than the message (its
 //! [`to_message`](SentResponse::to_message) builds it when needed).
+//!
+//! With the `rest` feature, [`Server::rest_gateway`] also serves Envoy's
+//! REST-JSON polling (`POST /v3/discovery:clusters`, ...): see [`rest`].
 
 mod callbacks;
 mod client_status;
 mod delta;
 mod fetch;
+#[cfg(feature = "rest")]
+pub mod rest;
 mod services;
 mod sotw;
 mod stream;
@@ -50,6 +55,8 @@ use tonic::{Status, Streaming};
 
 pub use callbacks::{Callbacks, Nack, SentDeltaResponse, SentResponse, StreamId};
 pub use client_status::{RejectedVersion, StreamStatus, TypeStatus};
+#[cfg(feature = "rest")]
+pub use rest::RestGateway;
 pub use services::{
     AdsService, CdsService, EcdsService, EdsService, LdsService, LedsService, RdsService,
     ResponseFuture, RtdsService, SdsService, SrdsService, VhdsService,
