@@ -1,5 +1,5 @@
 //! The xDS gRPC server: ADS and every per-type discovery service, served
-//! from any [`Cache`](crate::cache::Cache).
+//! from any [`Cache`].
 //!
 //! ```no_run
 //! use xds_control_plane::cache::{IdHash, Snapshot, SnapshotCache};
@@ -31,8 +31,9 @@
 //! [`SentResponse`] view rather than the message (its
 //! [`to_message`](SentResponse::to_message) builds it when needed).
 //!
-//! With the `rest` feature, [`Server::rest_gateway`] also serves Envoy's
-//! REST-JSON polling (`POST /v3/discovery:clusters`, ...): see [`rest`].
+//! With the `rest` feature, `Server::rest_gateway` also serves Envoy's
+//! REST-JSON polling (`POST /v3/discovery:clusters`, ...): see the `rest`
+//! module.
 
 mod callbacks;
 mod client_status;
