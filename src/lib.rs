@@ -3,7 +3,9 @@
 //! A port of Envoy's go-control-plane: a [`SnapshotCache`] holding a
 //! versioned [`Snapshot`] of Envoy resources per node, and a tonic gRPC
 //! [`Server`] speaking the xDS protocol (ADS and every per-type discovery
-//! service) to Envoy proxies and gRPC xDS clients.
+//! service) to Envoy proxies and gRPC xDS clients; with the `rest`
+//! feature, also the REST-JSON gateway Envoy can poll instead
+//! (`server::rest`).
 //!
 //! ```no_run
 //! use xds_control_plane::{IdHash, Server, Snapshot, SnapshotCache};

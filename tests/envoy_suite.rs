@@ -1,8 +1,9 @@
 //! The real-Envoy integration suite: our server drives a real Envoy 1.40
 //! (found or installed by the harness) through several snapshot versions in
-//! every mode — ADS, one gRPC stream per type (xds), delta, delta ADS, and
-//! xds served by a MuxCache taking EDS from a LinearCache — and every
-//! listener is checked with real traffic after each version.
+//! every mode — ADS, one gRPC stream per type (xds), delta, delta ADS, xds
+//! served by a MuxCache taking EDS from a LinearCache, and REST (Envoy
+//! polling our REST-JSON gateway) — and every listener is checked with real
+//! traffic after each version.
 //!
 //! What each version must show:
 //! - Envoy accepted it on every resource type (`*.version_text` stats);
@@ -26,7 +27,7 @@ use parking_lot::Mutex;
 use tokio_stream::wrappers::TcpListenerStream;
 use xds_control_plane::cache::{Cache, LinearCache, MuxCache};
 use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DiscoveryRequest,
+    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
 };
 use xds_control_plane::resource::type_url;
 use xds_control_plane::server::{Callbacks, Nack, SentDeltaResponse, SentResponse, StreamId};
@@ -118,15 +119,23 @@ fn random_u64() -> u64 {
 
 // ---- What the server saw ----
 
+/// The stream id [`Observer`] files REST responses under: a REST poll
+/// opens no stream (real stream ids start at 1).
+const REST_POLLS: StreamId = 0;
+
 /// Callbacks recording what the server did and heard.
 #[derive(Default)]
 struct Observer {
     /// Type URL of every stream opened ("" for ADS).
     opened: Mutex<Vec<String>>,
-    /// Responses sent, by (stream, type URL, version).
+    /// Responses sent, by (stream, type URL, version); REST responses under
+    /// [`REST_POLLS`].
     responses: Mutex<BTreeMap<(StreamId, String, String), usize>>,
     /// Every NACK, described.
     nacks: Mutex<Vec<String>>,
+    /// REST polls received (answered or not: a poll at the current version
+    /// gets a 304, with no response callback).
+    fetch_requests: Mutex<usize>,
     /// Every request carrying `error_detail`, described.
     error_requests: Mutex<Vec<String>>,
 }
@@ -202,6 +211,30 @@ impl Callbacks for Observer {
         *self.responses.lock().entry(key).or_default() += 1;
     }
 
+    /// A REST poll: Envoy reports a rejected response in its next poll's
+    /// `error_detail`, as on a stream.
+    fn on_fetch_request(&self, request: &DiscoveryRequest) -> Result<(), tonic::Status> {
+        *self.fetch_requests.lock() += 1;
+        if let Some(error) = &request.error_detail {
+            self.error_requests.lock().push(format!(
+                "REST {} version {:?}: {}",
+                short(&request.type_url),
+                request.version_info,
+                error.message
+            ));
+        }
+        Ok(())
+    }
+
+    fn on_fetch_response(&self, _request: &DiscoveryRequest, response: &DiscoveryResponse) {
+        let key = (
+            REST_POLLS,
+            response.type_url.clone(),
+            response.version_info.clone(),
+        );
+        *self.responses.lock().entry(key).or_default() += 1;
+    }
+
     fn on_stream_nack(&self, stream: StreamId, nack: &Nack<'_>) {
         self.nacks.lock().push(format!(
             "stream {stream} {} rejected {:?} (runs {:?}): {}",
@@ -242,7 +275,8 @@ fn short(type_url: &str) -> &str {
 
 // ---- The control plane under test ----
 
-/// Our server on a free 127.0.0.1 port, every service registered.
+/// Our server on a free 127.0.0.1 port, every service registered (and the
+/// REST gateway, for the REST mode).
 struct ControlPlane {
     port: u16,
     cache: SnapshotCache,
@@ -255,7 +289,10 @@ struct ControlPlane {
 impl ControlPlane {
     /// Serves from a SnapshotCache (ADS hold with `ads`), or with `mux`
     /// from a MuxCache sending EDS to a LinearCache and the rest to it.
-    async fn start(ads: bool, mux: bool) -> ControlPlane {
+    /// With `rest`, the same tonic server also accepts HTTP/1.1 and routes
+    /// `/v3/discovery:*` to the REST gateway, which Envoy polls over
+    /// HTTP/1.1 (the harness's default for REST).
+    async fn start(ads: bool, mux: bool, rest: bool) -> ControlPlane {
         let cache = SnapshotCache::new(ads, IdHash);
         let observer = Arc::new(Observer::default());
         // Versions `v1`, `v2`, … as the snapshots: one update per version.
@@ -281,6 +318,8 @@ impl ControlPlane {
             .expect("bind the xDS server");
         let port = listener.local_addr().expect("xDS server address").port();
         let router = tonic::transport::Server::builder()
+            .accept_http1(rest)
+            .add_optional_service(rest.then(|| server.rest_gateway()))
             .add_service(server.ads_service())
             .add_service(server.cds_service())
             .add_service(server.eds_service())
@@ -394,7 +433,7 @@ impl Setup {
         let certs = TestCerts::generate(&[TLS_HOST, "127.0.0.1"]).expect("test certificates");
         let base_port = consecutive_free_ports(shape.listeners());
         let ads = matches!(mode, XdsMode::Ads | XdsMode::DeltaAds);
-        let control_plane = ControlPlane::start(ads, mux).await;
+        let control_plane = ControlPlane::start(ads, mux, mode == XdsMode::Rest).await;
         let first = resources(mode, shape, base_port, &upstreams, &certs, first_version);
         set_snapshot(&control_plane, &first, first_version);
 
@@ -710,13 +749,26 @@ async fn three_versions(mode: XdsMode, mux: bool) {
     );
 }
 
-/// ADS uses one aggregated stream; xds one stream per type, no ADS.
+/// ADS uses one aggregated stream; xds one stream per type, no ADS; REST
+/// polls, no stream at all.
 fn check_streams(setup: &Setup) {
     let opened = setup.observer().opened.lock().clone();
     let types: BTreeSet<&str> = opened.iter().map(String::as_str).collect();
     match setup.mode {
         XdsMode::Ads | XdsMode::DeltaAds => {
             assert_eq!(types, BTreeSet::from([""]), "streams opened: {opened:?}")
+        }
+        XdsMode::Rest => {
+            assert!(types.is_empty(), "streams opened: {opened:?}");
+            // Envoy polls every REST_REFRESH_DELAY whether or not anything
+            // changed; the polls at the current version got 304s, which
+            // Envoy took as "keep what you have" (the versions held).
+            let polls = *setup.observer().fetch_requests.lock();
+            let answered: usize = setup.observer().responses.lock().values().sum();
+            assert!(
+                polls > answered,
+                "no REST poll was answered 304: {polls} polls, {answered} responses"
+            );
         }
         _ => {
             let want: BTreeSet<&str> = setup.shape.kinds().iter().map(|k| k.type_url()).collect();
@@ -750,6 +802,13 @@ async fn delta_ads_three_versions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mux_three_versions() {
     three_versions(XdsMode::Xds, true).await;
+}
+
+/// Envoy polling the REST gateway (go-control-plane's `rest` integration
+/// mode) for every type of the full shape.
+#[tokio::test(flavor = "multi_thread")]
+async fn rest_three_versions() {
+    three_versions(XdsMode::Rest, false).await;
 }
 
 /// A small configuration for the NACK test: no TLS, ECDS or RTDS needed.

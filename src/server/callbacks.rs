@@ -319,7 +319,9 @@ pub trait Callbacks: Send + Sync + 'static {
         let _ = (stream, request, response);
     }
 
-    /// A unary or REST fetch arrived. An error fails it with that status.
+    /// A unary or REST fetch arrived. An error fails it with that status
+    /// (over REST, the status's HTTP equivalent: `PERMISSION_DENIED` is
+    /// 403, ...).
     fn on_fetch_request(&self, request: &DiscoveryRequest) -> Result<(), Status> {
         let _ = request;
         Ok(())

@@ -1,5 +1,5 @@
 //! The xDS gRPC server: ADS and every per-type discovery service, served
-//! from any [`Cache`](crate::cache::Cache).
+//! from any [`Cache`].
 //!
 //! ```no_run
 //! use xds_control_plane::cache::{IdHash, Snapshot, SnapshotCache};
@@ -30,12 +30,18 @@
 //! message, freed once written. So [`Callbacks::on_stream_response`] gets a
 //! [`SentResponse`] view rather than the message (its
 //! [`to_message`](SentResponse::to_message) builds it when needed).
+//!
+//! With the `rest` feature, `Server::rest_gateway` also serves Envoy's
+//! REST-JSON polling (`POST /v3/discovery:clusters`, ...): see the `rest`
+//! module.
 
 mod callbacks;
 mod client_status;
 mod delta;
 mod fetch;
 mod request_stream;
+#[cfg(feature = "rest")]
+pub mod rest;
 mod services;
 mod sotw;
 mod stream;
@@ -51,6 +57,8 @@ use tonic::Status;
 
 pub use callbacks::{Callbacks, Nack, SentDeltaResponse, SentResponse, StreamId};
 pub use client_status::{RejectedVersion, StreamStatus, TypeStatus};
+#[cfg(feature = "rest")]
+pub use rest::RestGateway;
 pub use services::{
     AdsService, CdsService, EcdsService, EdsService, LdsService, LedsService, RdsService,
     ResponseFuture, RtdsService, SdsService, SrdsService, VhdsService,

@@ -10,7 +10,9 @@ pub enum XdsMode {
     Ads,
     /// A separate state-of-the-world gRPC stream per resource type.
     Xds,
-    /// REST polling (`/v3/discovery:*`).
+    /// REST polling (`POST /v3/discovery:*` every
+    /// [`REST_REFRESH_DELAY`]), as `server::RestGateway` (feature `rest`)
+    /// serves it.
     Rest,
     /// A separate incremental (delta) gRPC stream per resource type.
     Delta,
