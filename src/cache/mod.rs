@@ -24,7 +24,7 @@ pub use encoded::EncodedResource;
 pub use heartbeat::HeartbeatTask;
 pub use linear::{LinearCache, LinearCacheError, LinearResource};
 pub use mux_cache::{MuxCache, MuxRequest};
-pub use node_hash::{IdHash, NodeHash};
+pub use node_hash::{ClusterHash, IdHash, NodeHash};
 pub use snapshot::{Snapshot, SnapshotBuilder, SnapshotError, TypeResources};
 pub use snapshot_cache::SnapshotCache;
 pub use status::StatusInfo;
