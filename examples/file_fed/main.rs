@@ -110,11 +110,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let (xds_addr, _stop_server) = ads_server::start_ads(&server, port).await?;
     println!("xDS server (ADS) on {xds_addr}; watching {file} every {poll_ms} ms");
 
-    let watching = feed.run(Duration::from_millis(poll_ms), move |event| {
-        match event {
-            Event::Rejected { .. } => eprintln!("{file}: {event}"),
-            _ => println!("{file}: {event}"),
-        }
+    let watching = feed.run(Duration::from_millis(poll_ms), move |event| match event {
+        Event::Rejected { .. } => eprintln!("{file}: {event}"),
+        _ => println!("{file}: {event}"),
     });
     let stop = async {
         match duration {

@@ -96,11 +96,6 @@ impl<H: NodeHash> FileFeed<H> {
         }
     }
 
-    /// The version being served, if any.
-    pub fn serving(&self) -> Option<&str> {
-        self.serving.as_deref()
-    }
-
     /// Reads the file once. Returns `None` when it is as the previous poll
     /// found it (the same bytes, or the same read error), so a bad file is
     /// reported once, not at every poll.
@@ -181,7 +176,8 @@ mod tests {
     use xds_control_plane::resource::type_url;
     use xds_control_plane::IdHash;
 
-    const GOOD: &str = r#"{"services": [{"name": "a", "port": 10000, "endpoints": ["127.0.0.1:1"]}]}"#;
+    const GOOD: &str =
+        r#"{"services": [{"name": "a", "port": 10000, "endpoints": ["127.0.0.1:1"]}]}"#;
 
     /// The version served to a node with any id.
     fn served(cache: &SnapshotCache<fn(Option<&Node>) -> String>) -> Option<String> {
@@ -202,7 +198,11 @@ mod tests {
         let mut feed = FileFeed::new(&path, cache.clone());
 
         // Missing file: reported once, nothing served.
-        let Some(Event::Rejected { error, serving: None }) = feed.poll().await else {
+        let Some(Event::Rejected {
+            error,
+            serving: None,
+        }) = feed.poll().await
+        else {
             panic!("a missing file is an error")
         };
         assert!(error.contains("cannot read"), "{error}");
@@ -231,14 +231,17 @@ mod tests {
         );
 
         // Invalid: rejected with line and column, v1 stays.
-        std::fs::write(&path, "{\"services\": [\n  {\"name\": \"a\", \"port\": 10000,}\n]}").unwrap();
+        std::fs::write(
+            &path,
+            "{\"services\": [\n  {\"name\": \"a\", \"port\": 10000,}\n]}",
+        )
+        .unwrap();
         let Some(Event::Rejected { error, serving }) = feed.poll().await else {
             panic!("invalid JSON is rejected")
         };
         assert!(error.contains("line 2 column"), "{error}");
         assert_eq!(serving, Some(v1.clone()));
         assert_eq!(served(&cache), Some(v1.clone()));
-        assert_eq!(feed.serving(), Some(v1.as_str()));
 
         // Fixed, with a change: served.
         let good2 = GOOD.replace("127.0.0.1:1", "127.0.0.1:2");

@@ -18,9 +18,10 @@ use xds_control_plane::{ClusterHash, Snapshot};
 /// (`--service-cluster`).
 pub const GROUPS: [&str; 2] = ["blue", "green"];
 
-/// Where proxies that name no cluster go: the first ("stable") group. They
+/// Where clients that name no cluster go: the first ("stable") group. They
 /// get a working configuration instead of waiting for a group of their own
-/// that nobody configured; see [`ClusterHash`].
+/// that nobody configured; see [`ClusterHash`]. (Envoy always names one; a
+/// gRPC xDS client may not.)
 pub const FALLBACK_GROUP: &str = GROUPS[0];
 
 /// The listener every group has.

