@@ -65,6 +65,7 @@ mod flags;
 mod watch;
 
 use std::error::Error;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use watch::{every_node, Event, FileFeed};
@@ -85,7 +86,17 @@ Options:
 ";
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("file_fed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
     let mut flags = flags::Flags::parse(USAGE, &[])?;
     let file: String = flags.get("file", "examples/file_fed.json".to_string())?;
     let port: u16 = flags.get("port", 18000)?;
@@ -101,7 +112,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     // Refuse to start on a bad file: there is nothing good to serve, and an
     // operator starting a control plane wants to know at once.
     match feed.poll().await {
-        Some(event @ Event::Applied { .. }) => println!("{file}: {event}"),
+        Some(event @ Event::Applied { .. }) => println!("{event}"),
         Some(event) => return Err(event.to_string().into()),
         None => return Err(format!("{file}: nothing read").into()),
     }
@@ -110,9 +121,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let (xds_addr, _stop_server) = ads_server::start_ads(&server, port).await?;
     println!("xDS server (ADS) on {xds_addr}; watching {file} every {poll_ms} ms");
 
-    let watching = feed.run(Duration::from_millis(poll_ms), move |event| match event {
-        Event::Rejected { .. } => eprintln!("{file}: {event}"),
-        _ => println!("{file}: {event}"),
+    let watching = feed.run(Duration::from_millis(poll_ms), |event| match event {
+        Event::Rejected { .. } => eprintln!("{event}"),
+        _ => println!("{event}"),
     });
     let stop = async {
         match duration {

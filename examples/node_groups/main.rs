@@ -33,6 +33,7 @@ mod flags;
 mod groups;
 
 use std::error::Error;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use groups::{group_snapshot, GroupPorts, FALLBACK_GROUP, GROUPS};
@@ -62,7 +63,17 @@ Options:
 const APPLY_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("node_groups: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
     let mut flags = flags::Flags::parse(USAGE, &["run-envoys"])?;
     let port: u16 = flags.get("port", 18000)?;
     let listener_port: u16 = flags.get("listener-port", 10001)?;
