@@ -4,7 +4,7 @@
 //!
 //! See `main.rs` for the schema as users read it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
@@ -126,18 +126,21 @@ impl From<HostPort> for String {
 }
 
 impl Name {
+    /// The name as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
 impl Prefix {
+    /// The prefix as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
 impl HostPort {
+    /// The endpoint's address.
     pub fn addr(&self) -> SocketAddr {
         self.0
     }
@@ -184,11 +187,11 @@ impl Config {
                 "no services: refusing to remove every listener".into(),
             ));
         }
-        let mut names = BTreeMap::new();
+        let mut names = BTreeSet::new();
         let mut routes = BTreeMap::new();
         for service in &self.services {
             let name = service.name.as_str();
-            if names.insert(name, ()).is_some() {
+            if !names.insert(name) {
                 return Err(ConfigError::Invalid(format!(
                     "two services are named {name:?}"
                 )));
