@@ -40,7 +40,7 @@ pub mod resource;
 pub mod server;
 pub mod test_support;
 
-pub use cache::{Cache, IdHash, NodeHash, Snapshot, SnapshotCache};
+pub use cache::{Cache, ClusterHash, IdHash, NodeHash, Snapshot, SnapshotCache};
 pub use server::{Callbacks, Server};
 
 /// The README's examples, compiled as doctests so they stay true.

@@ -26,7 +26,7 @@ pub use encoded_list::EncodedList;
 pub use heartbeat::HeartbeatTask;
 pub use linear::{LinearCache, LinearCacheError, LinearResource};
 pub use mux_cache::{MuxCache, MuxRequest};
-pub use node_hash::{IdHash, NodeHash};
+pub use node_hash::{ClusterHash, IdHash, NodeHash};
 pub use snapshot::{Snapshot, SnapshotBuilder, SnapshotError, TypeResources};
 pub use snapshot_cache::SnapshotCache;
 pub use status::StatusInfo;
