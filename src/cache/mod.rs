@@ -18,6 +18,9 @@ mod subscription;
 mod version_hash;
 mod watch;
 
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
 pub use consistency::{ConsistencyError, Inconsistency};
@@ -73,6 +76,17 @@ pub enum FetchError {
     NoRoute(String),
 }
 
+/// Resources of one type as a cache holds them now, looked up by name for
+/// reporting (see [`Cache::current_resources`]).
+#[derive(Debug, Clone, Default)]
+pub struct CurrentResources {
+    /// The type's version now: what a state-of-the-world response would
+    /// carry as `version_info`.
+    pub version: Arc<str>,
+    /// The named resources that exist, each once; names not held are left out.
+    pub resources: Vec<EncodedResource>,
+}
+
 /// A source of configuration the xDS server can serve from.
 ///
 /// [`SnapshotCache`] is one; implement it to plug in another.
@@ -96,6 +110,36 @@ pub trait Cache: Send + Sync + 'static {
 
     /// Answers a one-off request (REST or unary `Fetch*`).
     fn fetch(&self, request: &DiscoveryRequest) -> Result<SotwResponse, FetchError>;
+
+    /// The resources of `type_url` named `names`, as the cache would serve
+    /// them to `node` now; `None` when it holds nothing for the node or
+    /// type. Used for reporting only (the CSDS service shows the bodies of
+    /// what clients were sent), never to answer a stream.
+    ///
+    /// The default answers through [`fetch`](Cache::fetch); override it
+    /// when a cheaper lookup exists or `fetch` has side effects.
+    fn current_resources(
+        &self,
+        node: &Node,
+        type_url: &str,
+        names: &[&str],
+    ) -> Option<CurrentResources> {
+        if names.is_empty() {
+            // An empty list would be read as a wildcard: look up nothing.
+            return None;
+        }
+        let request = DiscoveryRequest {
+            node: Some(node.clone()),
+            type_url: type_url.to_string(),
+            resource_names: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        };
+        let response = self.fetch(&request).ok()?;
+        Some(CurrentResources {
+            version: response.version,
+            resources: response.resources.to_vec(),
+        })
+    }
 }
 
 impl<C: Cache + ?Sized> Cache for std::sync::Arc<C> {
@@ -117,5 +161,14 @@ impl<C: Cache + ?Sized> Cache for std::sync::Arc<C> {
 
     fn fetch(&self, request: &DiscoveryRequest) -> Result<SotwResponse, FetchError> {
         (**self).fetch(request)
+    }
+
+    fn current_resources(
+        &self,
+        node: &Node,
+        type_url: &str,
+        names: &[&str],
+    ) -> Option<CurrentResources> {
+        (**self).current_resources(node, type_url, names)
     }
 }

@@ -8,8 +8,8 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 
 use super::{
-    Cache, CacheError, DeltaResponse, DeltaWatchRequest, FetchError, ResponseSink, SotwResponse,
-    WatchHandle, WatchRequest,
+    Cache, CacheError, CurrentResources, DeltaResponse, DeltaWatchRequest, FetchError,
+    ResponseSink, SotwResponse, WatchHandle, WatchRequest,
 };
 
 /// A request as a [`MuxCache`] classifier sees it.
@@ -142,6 +142,24 @@ impl Cache for MuxCache {
             .route(&MuxRequest::Fetch(request))
             .map_err(FetchError::NoRoute)?;
         cache.fetch(request)
+    }
+
+    /// Routed like a fetch of the same names, so that the chosen cache's
+    /// own lookup runs.
+    fn current_resources(
+        &self,
+        node: &Node,
+        type_url: &str,
+        names: &[&str],
+    ) -> Option<CurrentResources> {
+        let request = DiscoveryRequest {
+            node: Some(node.clone()),
+            type_url: type_url.to_string(),
+            resource_names: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        };
+        let cache = self.route(&MuxRequest::Fetch(&request)).ok()?;
+        cache.current_resources(node, type_url, names)
     }
 }
 

@@ -14,8 +14,9 @@ use super::delta_response::delta_response;
 use super::heartbeat::{delta_heartbeat, sotw_heartbeat, HeartbeatTask};
 use super::sotw_response::sotw_response;
 use super::{
-    Cache, CacheError, DeltaResponse, DeltaWatchRequest, FetchError, IdHash, NodeHash,
-    ResponseSink, Snapshot, SotwResponse, StatusInfo, Subscription, WatchHandle, WatchRequest,
+    Cache, CacheError, CurrentResources, DeltaResponse, DeltaWatchRequest, FetchError, IdHash,
+    NodeHash, ResponseSink, Snapshot, SotwResponse, StatusInfo, Subscription, WatchHandle,
+    WatchRequest,
 };
 use crate::resource;
 
@@ -380,6 +381,27 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
         };
         sotw_response(&snapshot, &watch, false).ok_or(FetchError::UpToDate)
     }
+
+    /// Reads the node's snapshot directly: going through `fetch` would
+    /// replace the memo of the last full named answer, which streams of a
+    /// fleet share.
+    fn current_resources(
+        &self,
+        node: &Node,
+        type_url: &str,
+        names: &[&str],
+    ) -> Option<CurrentResources> {
+        let snapshot = self.snapshot(&self.inner.hash.id(Some(node)))?;
+        let resources = snapshot.by_type_url(type_url)?;
+        Some(CurrentResources {
+            version: Arc::clone(resources.shared_version()),
+            resources: names
+                .iter()
+                .filter_map(|name| resources.get(name))
+                .cloned()
+                .collect(),
+        })
+    }
 }
 
 fn cancel_watch<H>(inner: &Weak<Inner<H>>, key: &str, watch_id: u64) {
@@ -673,6 +695,31 @@ mod tests {
                 .iter()
                 .all(|q| q.take().len() == usize::from(round == 0)));
         }
+    }
+
+    #[test]
+    fn current_resources_reads_the_snapshot_by_name() {
+        let cache = SnapshotCache::new(false, IdHash);
+        let node = Node {
+            id: "n".into(),
+            ..Default::default()
+        };
+        assert!(cache
+            .current_resources(&node, type_url::CLUSTER, &["a"])
+            .is_none());
+        cache.set_snapshot("n", snapshot("v1", &["a", "b"]));
+        let current = cache
+            .current_resources(&node, type_url::CLUSTER, &["b", "missing"])
+            .unwrap();
+        assert_eq!(&*current.version, "v1");
+        let names: Vec<_> = current.resources.iter().map(|r| r.name()).collect();
+        assert_eq!(names, ["b"]);
+        // A type the snapshot has no resources of: nothing by that name.
+        let listeners = cache.current_resources(&node, type_url::LISTENER, &["a"]);
+        assert!(listeners.is_none_or(|l| l.resources.is_empty()));
+        assert!(cache
+            .current_resources(&node, "type.example/Unknown", &["a"])
+            .is_none());
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! rejected, per type: the answer to "which config does this proxy run?".
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::fmt;
+use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use parking_lot::Mutex;
 
 use super::callbacks::StreamId;
+use crate::cache::ReturnedResources;
 
 /// A version a client rejected, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,9 +32,48 @@ pub struct TypeStatus {
     pub acked: Option<(String, SystemTime)>,
     /// The latest rejection (NACK), kept until a later version is acked.
     pub rejected: Option<RejectedVersion>,
+    /// What the stream records as held by the client: not a copy, a weak
+    /// link to the map the stream keeps anyway, so that reporting costs a
+    /// stream nothing.
+    held: Held,
+}
+
+/// A weak link to a stream's record of the names and versions it sent.
+/// Weak, so that the stream alone owns the map and can keep changing it in
+/// place; equal when both point at the same map.
+#[derive(Clone, Default)]
+struct Held(Weak<ReturnedResources>);
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        Weak::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Held {}
+
+impl fmt::Debug for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.upgrade() {
+            Some(held) => write!(f, "{} resources", held.len()),
+            None => f.write_str("none"),
+        }
+    }
 }
 
 impl TypeStatus {
+    /// The resources the client holds of this type, by name, with the
+    /// version each was sent at (state of the world: the response's
+    /// `version_info`; delta: the resource's own version), as the stream
+    /// records them *now*, which may be later than the rest of this status.
+    /// `None` once the stream has closed.
+    ///
+    /// A delta name whose version is empty was unsubscribed while wildcard:
+    /// the client dropped it.
+    pub fn held_resources(&self) -> Option<Arc<ReturnedResources>> {
+        self.held.0.upgrade()
+    }
+
     /// Whether the client runs what it was last sent.
     pub fn in_sync(&self) -> bool {
         match (&self.sent, &self.acked) {
@@ -103,10 +144,19 @@ impl StatusHandle {
         }
     }
 
-    pub(crate) fn sent(&self, type_url: &str, version: &str) {
+    /// A response went out; `held` is the stream's record of what the
+    /// client now has.
+    pub(crate) fn sent(&self, type_url: &str, version: &str, held: &Arc<ReturnedResources>) {
         self.update(type_url, |t| {
-            t.sent = Some((version.to_string(), SystemTime::now()))
+            t.sent = Some((version.to_string(), SystemTime::now()));
+            t.held = Held(Arc::downgrade(held));
         });
+    }
+
+    /// The stream watches a type (first request) or replaced its record of
+    /// what the client holds (a subscription change dropped names).
+    pub(crate) fn holds(&self, type_url: &str, held: &Arc<ReturnedResources>) {
+        self.update(type_url, |t| t.held = Held(Arc::downgrade(held)));
     }
 
     pub(crate) fn acked(&self, type_url: &str, version: &str) {
@@ -159,9 +209,10 @@ mod tests {
             id: "n1".into(),
             ..Default::default()
         }));
-        handle.sent("t", "v1");
+        let held = Arc::new(ReturnedResources::default());
+        handle.sent("t", "v1", &held);
         handle.acked("t", "v1");
-        handle.sent("t", "v2");
+        handle.sent("t", "v2", &held);
         handle.rejected("t", "v2", "bad");
         let status = registry.all();
         assert_eq!(status.len(), 1);
@@ -170,10 +221,15 @@ mod tests {
         assert_eq!(t.acked.as_ref().unwrap().0, "v1");
         assert_eq!(t.rejected.as_ref().unwrap().error, "bad");
         assert!(!t.in_sync());
-        handle.sent("t", "v3");
+        handle.sent("t", "v3", &held);
         handle.acked("t", "v3");
         let t = registry.all()[0].types["t"].clone();
         assert!(t.in_sync() && t.rejected.is_none());
+        // The status links to the stream's record of what the client holds,
+        // without keeping it alive.
+        assert!(Arc::ptr_eq(&t.held_resources().unwrap(), &held));
+        drop(held);
+        assert!(registry.all()[0].types["t"].held_resources().is_none());
         drop(handle);
         assert!(registry.all().is_empty());
     }

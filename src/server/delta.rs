@@ -62,9 +62,12 @@ impl DeltaStream {
             &SentDeltaResponse::new(&response, &nonce, &message),
         );
         metrics::delta_response(&response, &nonce, message.len());
-        self.ctx
-            .status
-            .sent(response.type_url(), &response.system_version);
+        // The same map the subscription keeps: the status links to it.
+        self.ctx.status.sent(
+            response.type_url(),
+            &response.system_version,
+            &response.returned,
+        );
         state.record_sent(&nonce, response.system_version, response.returned);
         Ok(Some(message))
     }
@@ -92,10 +95,12 @@ impl Protocol for DeltaStream {
         let state = match self.types.get_mut(&type_url) {
             Some(state) => {
                 state.watch = None;
-                Arc::make_mut(&mut state.subscription).update_delta(
-                    &request.resource_names_subscribe,
-                    &request.resource_names_unsubscribe,
-                );
+                state.change_subscription(&ctx.status, &type_url, |sub| {
+                    sub.update_delta(
+                        &request.resource_names_subscribe,
+                        &request.resource_names_unsubscribe,
+                    )
+                });
                 state
             }
             None => {
@@ -108,6 +113,8 @@ impl Protocol for DeltaStream {
                     legacy,
                 );
                 let state = TypeState::new(subscription);
+                ctx.status
+                    .holds(&type_url, state.subscription.shared_returned());
                 self.types.entry(type_url.clone()).or_insert(state)
             }
         };

@@ -24,6 +24,12 @@
 //! (4 MiB by default) ends its stream with `OUT_OF_RANGE`. Compression is
 //! not offered.
 //!
+//! What each client was sent and acknowledged is reported by
+//! [`Server::client_status`], and over gRPC by the Client Status Discovery
+//! Service (CSDS, [`Server::csds_service`]) for tools that ask the control
+//! plane which configuration each proxy runs; see
+//! [`Server::csds_response`] for what it fills in.
+//!
 //! Stream responses are not built as `DiscoveryResponse` structs: each
 //! resource is encoded once, as it goes on the wire, and shared by every
 //! stream that sends it; a response is one copy of those bytes into one gRPC
@@ -37,8 +43,10 @@
 
 mod callbacks;
 mod client_status;
+mod csds;
 mod delta;
 mod fetch;
+mod node_matcher;
 mod request_stream;
 #[cfg(feature = "rest")]
 pub mod rest;
@@ -57,6 +65,7 @@ use tonic::Status;
 
 pub use callbacks::{Callbacks, Nack, SentDeltaResponse, SentResponse, StreamId};
 pub use client_status::{RejectedVersion, StreamStatus, TypeStatus};
+pub use csds::{CsdsResponseStream, CsdsService};
 #[cfg(feature = "rest")]
 pub use rest::RestGateway;
 pub use services::{

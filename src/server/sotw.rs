@@ -58,7 +58,10 @@ impl SotwStream {
             &SentResponse::new(&response, &nonce, &message),
         );
         metrics::sotw_response(&response, &nonce, message.len());
-        self.ctx.status.sent(response.type_url(), &response.version);
+        // The same map the subscription keeps: the status links to it.
+        self.ctx
+            .status
+            .sent(response.type_url(), &response.version, &response.returned);
         state.record_sent(&nonce, response.version, response.returned);
         Ok(Some(message))
     }
@@ -94,13 +97,17 @@ impl Protocol for SotwStream {
                 }
                 // Cancel before changing the subscription so the cache lets go of it.
                 state.watch = None;
-                Arc::make_mut(&mut state.subscription).set_sotw_names(&request.resource_names);
+                state.change_subscription(&ctx.status, &type_url, |sub| {
+                    sub.set_sotw_names(&request.resource_names)
+                });
                 state
             }
             None => {
                 ctx.check_type_budget(self.types.len())?;
                 let legacy = ctx.shared.options.legacy_wildcard.allowed_for(&type_url);
                 let state = TypeState::new(Subscription::sotw(&request.resource_names, legacy));
+                ctx.status
+                    .holds(&type_url, state.subscription.shared_returned());
                 self.types.entry(type_url.clone()).or_insert(state)
             }
         };

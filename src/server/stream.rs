@@ -219,6 +219,23 @@ impl TypeState {
         }
     }
 
+    /// Changes the subscription; when that replaced the stream's record of
+    /// what the client holds (names dropped), points the status at the new
+    /// record.
+    pub(crate) fn change_subscription(
+        &mut self,
+        status: &StatusHandle,
+        type_url: &str,
+        change: impl FnOnce(&mut Subscription),
+    ) {
+        let held = Arc::as_ptr(self.subscription.shared_returned());
+        change(Arc::make_mut(&mut self.subscription));
+        let now = self.subscription.shared_returned();
+        if Arc::as_ptr(now) != held {
+            status.holds(type_url, now);
+        }
+    }
+
     /// Accepts the answer of watch `watch_id`, unless that watch has since
     /// been replaced (then the answer is stale and dropped).
     pub(crate) fn accept(&mut self, watch_id: u64) -> bool {
