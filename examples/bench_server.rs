@@ -116,6 +116,19 @@ impl Callbacks for Counters {
     fn on_stream_nack(&self, _stream: StreamId, _nack: &Nack<'_>) {
         self.nacks.fetch_add(1, Ordering::Relaxed);
     }
+    // Delta streams count too, so `--wait-streams` also waits for
+    // `load_client --delta`.
+    fn on_delta_stream_open(&self, stream: StreamId, type_url: &str) -> Result<(), tonic::Status> {
+        self.on_stream_open(stream, type_url)
+    }
+
+    fn on_delta_stream_closed(
+        &self,
+        stream: StreamId,
+        node: Option<&xds_control_plane::envoy_types::pb::envoy::config::core::v3::Node>,
+    ) {
+        self.on_stream_closed(stream, node)
+    }
 }
 
 /// Builds update `seq` and sets it for every node. Runs on a blocking thread.
