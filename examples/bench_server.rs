@@ -29,8 +29,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use xds_control_plane::server::{Callbacks, Nack, StreamId};
 use xds_control_plane::{IdHash, Server, SnapshotCache};
 
@@ -121,6 +121,20 @@ impl Callbacks for Counters {
 
     fn on_stream_nack(&self, _stream: StreamId, _nack: &Nack<'_>) {
         self.nacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    // Delta streams count too, so `--wait-streams` also waits for
+    // `load_client --delta`.
+    fn on_delta_stream_open(&self, stream: StreamId, type_url: &str) -> Result<(), tonic::Status> {
+        self.on_stream_open(stream, type_url)
+    }
+
+    fn on_delta_stream_closed(
+        &self,
+        stream: StreamId,
+        node: Option<&xds_control_plane::envoy_types::pb::envoy::config::core::v3::Node>,
+    ) {
+        self.on_stream_closed(stream, node)
     }
 }
 
@@ -295,6 +309,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.ads,
         std::process::id()
     );
+    // TCP_NODELAY as Go's net package (so go-control-plane) sets it: with
+    // Nagle, a response written in more than one piece can wait for the
+    // client's delayed ACK (40 ms on Linux).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let stop = CancellationToken::new();
     let serving = {
         let stop = stop.clone();
@@ -306,7 +324,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .add_service(server.rds_service());
         tokio::spawn(async move {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled())
+                .serve_with_incoming_shutdown(incoming, stop.cancelled())
                 .await
         })
     };

@@ -2,28 +2,46 @@
 //! each on its own HTTP/2 connection, measuring how fast a control plane
 //! (`examples/bench_server.rs`) gets every update to every client.
 //!
-//! Each client opens one state-of-the-world ADS stream as node
-//! `node-<i % N>` and behaves like Envoy: CDS and LDS wildcard, EDS for
-//! every cluster received, RDS for the routes its listeners name, and an ACK
-//! for every response. It decodes only names (a message with only field 1),
-//! so thousands of clients stay light.
+//! Each client opens one ADS stream as node `node-<i % N>`, state of the
+//! world by default or incremental (delta) with `--delta`, and behaves like
+//! Envoy: CDS and LDS wildcard, EDS for every cluster received, RDS for the
+//! routes its listeners name, and an ACK for every response (a NACK when a
+//! resource does not decode). It decodes only names (a message with only
+//! field 1; listeners in full, for their route names), so thousands of
+//! clients stay light.
 //!
 //! Versions must be `v<seq>-<unix nanoseconds>` (the server's clock at the
-//! start of that update); a client's latency for update `seq` is the time it
-//! received the last type it needs for full config at `seq` minus that.
-//! With `--server-pid`, the server's CPU time (utime+stime) and RSS are read
-//! from /proc.
+//! start of that update), for every type and, in delta, for
+//! `system_version_info`. With `--server-pid`, the server's CPU time
+//! (utime+stime) and RSS are read from /proc.
+//!
+//! When a client has full config at `seq`, and its latency for it:
+//! - state of the world: every type it needs (CDS, LDS, and EDS and RDS once
+//!   it subscribed to names) was last received with a version at `seq`; the
+//!   latency is the receive time of the last of those responses minus the
+//!   timestamp in the version.
+//! - delta: unchanged resources are not sent again, so not every type has a
+//!   response at each `seq`. The client has config once it received a CDS
+//!   and an LDS response and holds a resource for every EDS and RDS name it
+//!   subscribed to. It is at `seq` when, in addition, the EDS name delivered
+//!   longest ago came in a response whose `system_version_info` is at
+//!   `seq`, so every EDS name is at `seq` or later (with no clusters: the
+//!   highest seq any response carried). The latency is the receive time of the response
+//!   that brought it there minus the timestamp of `seq`. This is exact for
+//!   W1, where every update changes every load assignment and nothing else;
+//!   a workload whose updates leave some load assignment unchanged would
+//!   never reach those updates under this rule.
 //!
 //! ```text
 //! cargo run --release --example load_client -- --clients 1000 --nodes 1000 \
-//!     --expect-updates 5 --server-pid "$(cat server.pid)"
+//!     --expect-updates 5 --server-pid "$(cat server.pid)" [--delta]
 //! ```
 //! Talks to loopback addresses only.
 
 #[path = "support/flags.rs"]
 mod flags;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -39,7 +57,9 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Endpoint;
 use xds_control_plane::envoy_types::pb::envoy::config::core::v3::Node;
 use xds_control_plane::envoy_types::pb::envoy::config::listener::v3::Listener;
-use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DiscoveryRequest,
+};
 use xds_control_plane::envoy_types::pb::google::rpc::Status as RpcStatus;
 use xds_control_plane::resource::{listener_route_names, type_url};
 
@@ -58,10 +78,18 @@ usage: load_client [--server 127.0.0.1:18000] [--clients 1000] [--nodes 1]
   --h2-window BYTES      HTTP/2 stream and connection receive window
                          (default 268435456, Envoy's default)
   --json                 also print the report as one JSON line
-  --delta                incremental xDS (not yet supported)";
+  --delta                incremental xDS (DeltaAggregatedResources)
+
+Full config at update K: state of the world, every needed type was last
+received at K. Delta, which does not resend unchanged resources: CDS and LDS
+received, a resource held for every EDS and RDS name subscribed, and the EDS
+name delivered longest ago came in a response at K. Exact for W1, whose
+updates change every load assignment and nothing else.";
 
 const ADS_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_ADS_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 /// The four types a client needs for full config, in ADS order.
 const TYPES: [&str; 4] = [
@@ -89,6 +117,32 @@ struct LightResponse {
     type_url: String,
     #[prost(string, tag = "5")]
     nonce: String,
+}
+
+/// `DeltaDiscoveryResponse` without `control_plane`,
+/// `removed_resource_names` and `resource_errors`.
+#[derive(Clone, PartialEq, Message)]
+struct LightDeltaResponse {
+    #[prost(string, tag = "1")]
+    system_version_info: String,
+    #[prost(message, repeated, tag = "2")]
+    resources: Vec<LightResource>,
+    #[prost(string, tag = "4")]
+    type_url: String,
+    #[prost(string, tag = "5")]
+    nonce: String,
+    #[prost(string, repeated, tag = "6")]
+    removed_resources: Vec<String>,
+}
+
+/// A delta `Resource`: its name and body. The version is not needed, since
+/// a client that never reconnects sends no `initial_resource_versions`.
+#[derive(Clone, PartialEq, Message)]
+struct LightResource {
+    #[prost(message, optional, tag = "2")]
+    resource: Option<LightAny>,
+    #[prost(string, tag = "3")]
+    name: String,
 }
 
 /// `google.protobuf.Any` without its type URL; the value is not copied.
@@ -120,13 +174,11 @@ struct Config {
     connect_concurrency: usize,
     h2_window: u32,
     json: bool,
+    delta: bool,
 }
 
 fn parse_args() -> Result<Config, String> {
     let mut f = flags::Flags::parse(USAGE, &["json", "delta"])?;
-    if f.flag("delta") {
-        return Err("--delta: incremental (delta) xDS is not yet supported".into());
-    }
     let config = Config {
         server: f.get("server", SocketAddr::from(([127, 0, 0, 1], 18000)))?,
         clients: f.get("clients", 1000)?,
@@ -139,6 +191,7 @@ fn parse_args() -> Result<Config, String> {
         connect_concurrency: f.get("connect-concurrency", 128)?,
         h2_window: f.get("h2-window", 256 * 1024 * 1024)?,
         json: f.flag("json"),
+        delta: f.flag("delta"),
     };
     f.finish()?;
     if !config.server.ip().is_loopback() {
@@ -189,38 +242,45 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(config: Config) -> Shared {
+        Shared {
+            connect_slots: Semaphore::new(config.connect_concurrency),
+            config,
+            stop: CancellationToken::new(),
+            initial: Mutex::new(Vec::new()),
+            updates: Mutex::new(Vec::new()),
+            stamps: Mutex::new(BTreeMap::new()),
+            configured: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            nacks: AtomicU64::new(0),
+            stream_errors: AtomicU64::new(0),
+            connect_errors: AtomicU64::new(0),
+            connect_retries: AtomicU64::new(0),
+            ended_after_done: AtomicU64::new(0),
+            bad_versions: AtomicU64::new(0),
+            responses: AtomicU64::new(0),
+            resource_bytes: AtomicU64::new(0),
+            errors: Mutex::new(Vec::new()),
+        }
+    }
+
     fn error(&self, message: String) {
         let mut errors = self.errors.lock();
         if errors.len() < 5 {
             errors.push(message);
         }
     }
-}
 
-// ---------------------------------------------------------------------------
-// One client.
-
-#[derive(Default)]
-struct TypeState {
-    /// Version and nonce of the last accepted response ("" before any).
-    version: String,
-    nonce: String,
-    /// Seq of the last accepted response, if its version parsed.
-    seq: Option<u64>,
-    received: bool,
-}
-
-struct Client {
-    index: usize,
-    node: Node,
-    types: [TypeState; 4],
-    /// Names subscribed for EDS and RDS, sorted.
-    eds_names: Vec<String>,
-    rds_names: Vec<String>,
-    /// Seq of the last full config.
-    complete: Option<u64>,
-    done: bool,
-    connect_started: SystemTime,
+    /// Parses a response's version, counting one that does not follow
+    /// `v<seq>-<unix nanoseconds>`.
+    fn version(&self, version: &str) -> Option<(u64, SystemTime)> {
+        let parsed = parse_version(version);
+        if parsed.is_none() {
+            self.bad_versions.fetch_add(1, Ordering::Relaxed);
+        }
+        parsed
+    }
 }
 
 /// `v<seq>-<unix nanoseconds>`.
@@ -230,110 +290,48 @@ fn parse_version(version: &str) -> Option<(u64, SystemTime)> {
     Some((seq.parse().ok()?, UNIX_EPOCH + Duration::from_nanos(nanos)))
 }
 
-impl Client {
-    fn request(&self, t: usize, names: &[String]) -> DiscoveryRequest {
-        DiscoveryRequest {
-            version_info: self.types[t].version.clone(),
-            node: Some(self.node.clone()),
-            resource_names: names.to_vec(),
-            type_url: TYPES[t].to_string(),
-            response_nonce: self.types[t].nonce.clone(),
-            ..Default::default()
+/// Decodes one resource body of type `t`: its name, and for a listener the
+/// routes it uses.
+fn decode_resource(t: usize, body: &Bytes) -> Result<(String, Vec<String>), String> {
+    if t == LDS {
+        let listener = Listener::decode(body.clone()).map_err(|e| e.to_string())?;
+        let routes = listener_route_names(&listener).into_iter().collect();
+        return Ok((listener.name, routes));
+    }
+    let named = NameOnly::decode(body.clone()).map_err(|e| e.to_string())?;
+    if named.name.is_empty() {
+        return Err("a resource has no name".into());
+    }
+    Ok((named.name, Vec::new()))
+}
+
+// ---------------------------------------------------------------------------
+// One client: what both protocols share.
+
+/// How far a client got, and the bookkeeping of reaching a seq.
+struct Progress {
+    index: usize,
+    connect_started: SystemTime,
+    /// Seq of the last full config.
+    complete: Option<u64>,
+    done: bool,
+}
+
+impl Progress {
+    fn new(index: usize) -> Progress {
+        Progress {
+            index,
+            connect_started: SystemTime::now(),
+            complete: None,
+            done: false,
         }
     }
 
-    fn names_of(&self, t: usize) -> &[String] {
-        match t {
-            EDS => &self.eds_names,
-            RDS => &self.rds_names,
-            _ => &[],
-        }
-    }
-
-    /// Handles one response; returns the requests to send (ACK or NACK,
-    /// then new subscriptions).
-    fn on_response(
-        &mut self,
-        response: LightResponse,
-        now: SystemTime,
-        shared: &Shared,
-    ) -> Vec<DiscoveryRequest> {
-        shared.responses.fetch_add(1, Ordering::Relaxed);
-        let bytes: usize = response.resources.iter().map(|r| r.value.len()).sum();
-        shared
-            .resource_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed);
-        let Some(t) = TYPES.iter().position(|u| *u == response.type_url) else {
-            shared.error(format!("unexpected type {}", response.type_url));
-            return Vec::new();
-        };
-        let names = match decode_names(t, &response.resources) {
-            Ok(names) => names,
-            Err(e) => {
-                shared.nacks.fetch_add(1, Ordering::Relaxed);
-                shared.error(format!("client {}: NACK {}: {e}", self.index, TYPES[t]));
-                let mut nack = self.request(t, self.names_of(t));
-                nack.response_nonce = response.nonce;
-                nack.error_detail = Some(RpcStatus {
-                    code: 3,
-                    message: e,
-                    details: Vec::new(),
-                });
-                return vec![nack];
-            }
-        };
-        let parsed = parse_version(&response.version_info);
-        if parsed.is_none() {
-            shared.bad_versions.fetch_add(1, Ordering::Relaxed);
-        }
-        let state = &mut self.types[t];
-        state.version = response.version_info;
-        state.nonce = response.nonce;
-        state.seq = parsed.map(|(seq, _)| seq);
-        state.received = true;
-        let mut out = vec![self.request(t, self.names_of(t))];
-        // New subscriptions follow from clusters and listeners.
-        let follow = match t {
-            CDS => Some((EDS, names)),
-            LDS => Some((RDS, names)),
-            _ => None,
-        };
-        if let Some((dependent, mut names)) = follow {
-            names.sort();
-            names.dedup();
-            let current = if dependent == EDS {
-                &mut self.eds_names
-            } else {
-                &mut self.rds_names
-            };
-            if *current != names {
-                *current = names;
-                out.push(self.request(dependent, self.names_of(dependent)));
-            }
-        }
-        if let Some((seq, stamp)) = parsed {
-            self.check_complete(seq, stamp, now, shared);
-        }
-        out
-    }
-
-    /// Records full config at `seq` once every needed type is at it.
-    fn check_complete(&mut self, seq: u64, stamp: SystemTime, now: SystemTime, shared: &Shared) {
+    /// Records full config at `seq`, whose server timestamp is `stamp`,
+    /// reached at `now`: the first is the initial config, later ones
+    /// updates with their latency. Seqs at or below the last are ignored.
+    fn reached(&mut self, seq: u64, stamp: SystemTime, now: SystemTime, shared: &Shared) {
         if self.complete.is_some_and(|c| c >= seq) {
-            return;
-        }
-        let needed = [
-            true,
-            !self.eds_names.is_empty(),
-            true,
-            !self.rds_names.is_empty(),
-        ];
-        let at_seq = self
-            .types
-            .iter()
-            .zip(needed)
-            .all(|(state, need)| !need || (state.received && state.seq == Some(seq)));
-        if !at_seq {
             return;
         }
         shared.stamps.lock().entry(seq).or_insert(stamp);
@@ -356,25 +354,538 @@ impl Client {
     }
 }
 
-/// The names in a response; for listeners, the routes they use.
+/// One ADS protocol: state of the world or delta.
+trait Protocol: Send + Sized + 'static {
+    type Request: Message + Send + 'static;
+    type Response: Message + Default + Send + 'static;
+    /// What the client reads of a response.
+    type Decoded;
+    /// The gRPC method.
+    const PATH: &'static str;
+
+    fn new(node: Node) -> Self;
+
+    /// The requests that open the stream: CDS and LDS wildcard, as Envoy
+    /// starts.
+    fn start(&mut self) -> Vec<Self::Request>;
+
+    /// A response's type URL and the size of its resource bodies.
+    fn measure(response: &Self::Response) -> (&str, usize);
+
+    /// Decodes what the client reads of a response of type `t`.
+    fn decode(t: usize, response: &Self::Response) -> Result<Self::Decoded, String>;
+
+    /// The NACK of a response of type `t`.
+    fn nack(&mut self, t: usize, response: Self::Response, error: RpcStatus) -> Self::Request;
+
+    /// Applies an accepted response of type `t` received at `now`; returns
+    /// its ACK, then the changed subscriptions.
+    fn accept(
+        &mut self,
+        t: usize,
+        response: Self::Response,
+        decoded: Self::Decoded,
+        now: SystemTime,
+        progress: &mut Progress,
+        shared: &Shared,
+    ) -> Vec<Self::Request>;
+}
+
+/// Handles one response received at `now`: counts it, then ACKs or NACKs
+/// it. Returns the requests to send.
+fn on_response<P: Protocol>(
+    client: &mut P,
+    response: P::Response,
+    now: SystemTime,
+    progress: &mut Progress,
+    shared: &Shared,
+) -> Vec<P::Request> {
+    let (type_url, bytes) = P::measure(&response);
+    shared.responses.fetch_add(1, Ordering::Relaxed);
+    shared
+        .resource_bytes
+        .fetch_add(bytes as u64, Ordering::Relaxed);
+    let Some(t) = TYPES.iter().position(|u| *u == type_url) else {
+        // Not a type the client asked for: nothing to ACK it against.
+        shared.error(format!("unexpected type {type_url}"));
+        return Vec::new();
+    };
+    match P::decode(t, &response) {
+        Ok(decoded) => client.accept(t, response, decoded, now, progress, shared),
+        Err(error) => {
+            shared.nacks.fetch_add(1, Ordering::Relaxed);
+            shared.error(format!(
+                "client {}: NACK {}: {error}",
+                progress.index, TYPES[t]
+            ));
+            let status = RpcStatus {
+                code: 3, // INVALID_ARGUMENT, as Envoy sends for a rejected config
+                message: error,
+                details: Vec::new(),
+            };
+            vec![client.nack(t, response, status)]
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// State of the world.
+
+#[derive(Default)]
+struct TypeState {
+    /// Version and nonce of the last accepted response ("" before any).
+    version: String,
+    nonce: String,
+    /// Seq of the last accepted response, if its version parsed.
+    seq: Option<u64>,
+    received: bool,
+}
+
+struct Sotw {
+    node: Node,
+    types: [TypeState; 4],
+    /// Names subscribed for EDS and RDS, sorted.
+    eds_names: Vec<String>,
+    rds_names: Vec<String>,
+}
+
+impl Sotw {
+    fn request(&self, t: usize) -> DiscoveryRequest {
+        DiscoveryRequest {
+            version_info: self.types[t].version.clone(),
+            node: Some(self.node.clone()),
+            resource_names: self.names_of(t).to_vec(),
+            type_url: TYPES[t].to_string(),
+            response_nonce: self.types[t].nonce.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn names_of(&self, t: usize) -> &[String] {
+        match t {
+            EDS => &self.eds_names,
+            RDS => &self.rds_names,
+            _ => &[],
+        }
+    }
+
+    /// Full config at `seq` once every needed type is at it.
+    fn at_seq(&self, seq: u64) -> bool {
+        let needed = [
+            true,
+            !self.eds_names.is_empty(),
+            true,
+            !self.rds_names.is_empty(),
+        ];
+        self.types
+            .iter()
+            .zip(needed)
+            .all(|(state, need)| !need || (state.received && state.seq == Some(seq)))
+    }
+}
+
+/// The names in a state-of-the-world response that lead to subscriptions:
+/// clusters' names for CDS, listeners' routes for LDS (none for the rest).
 fn decode_names(t: usize, resources: &[LightAny]) -> Result<Vec<String>, String> {
     let mut names = Vec::new();
     for resource in resources {
-        if t == LDS {
-            let listener = Listener::decode(resource.value.clone()).map_err(|e| e.to_string())?;
-            names.extend(listener_route_names(&listener));
-        } else {
-            let named = NameOnly::decode(resource.value.clone()).map_err(|e| e.to_string())?;
-            if named.name.is_empty() {
-                return Err("a resource has no name".into());
-            }
-            if t == CDS {
-                names.push(named.name);
-            }
+        let (name, routes) = decode_resource(t, &resource.value)?;
+        match t {
+            CDS => names.push(name),
+            LDS => names.extend(routes),
+            _ => {}
         }
     }
     Ok(names)
 }
+
+impl Protocol for Sotw {
+    type Request = DiscoveryRequest;
+    type Response = LightResponse;
+    type Decoded = Vec<String>;
+    const PATH: &'static str = ADS_PATH;
+
+    fn new(node: Node) -> Sotw {
+        Sotw {
+            node,
+            types: Default::default(),
+            eds_names: Vec::new(),
+            rds_names: Vec::new(),
+        }
+    }
+
+    fn start(&mut self) -> Vec<DiscoveryRequest> {
+        vec![self.request(CDS), self.request(LDS)]
+    }
+
+    fn measure(response: &LightResponse) -> (&str, usize) {
+        let bytes = response.resources.iter().map(|r| r.value.len()).sum();
+        (&response.type_url, bytes)
+    }
+
+    fn decode(t: usize, response: &LightResponse) -> Result<Vec<String>, String> {
+        decode_names(t, &response.resources)
+    }
+
+    /// Envoy's NACK repeats the version it last accepted.
+    fn nack(&mut self, t: usize, response: LightResponse, error: RpcStatus) -> DiscoveryRequest {
+        DiscoveryRequest {
+            response_nonce: response.nonce,
+            error_detail: Some(error),
+            ..self.request(t)
+        }
+    }
+
+    fn accept(
+        &mut self,
+        t: usize,
+        response: LightResponse,
+        names: Vec<String>,
+        now: SystemTime,
+        progress: &mut Progress,
+        shared: &Shared,
+    ) -> Vec<DiscoveryRequest> {
+        let parsed = shared.version(&response.version_info);
+        let state = &mut self.types[t];
+        state.version = response.version_info;
+        state.nonce = response.nonce;
+        state.seq = parsed.map(|(seq, _)| seq);
+        state.received = true;
+        let mut out = vec![self.request(t)];
+        // New subscriptions follow from clusters and listeners.
+        let follow = match t {
+            CDS => Some((EDS, names)),
+            LDS => Some((RDS, names)),
+            _ => None,
+        };
+        if let Some((dependent, mut names)) = follow {
+            names.sort();
+            names.dedup();
+            let current = if dependent == EDS {
+                &mut self.eds_names
+            } else {
+                &mut self.rds_names
+            };
+            if *current != names {
+                *current = names;
+                out.push(self.request(dependent));
+            }
+        }
+        if let Some((seq, stamp)) = parsed {
+            if self.at_seq(seq) {
+                progress.reached(seq, stamp, now, shared);
+            }
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Delta.
+
+/// What a client holds of one subscribed EDS or RDS name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Held {
+    /// Nothing yet, or the server removed it.
+    Missing,
+    /// Delivered by a response at this seq.
+    At(u64),
+    /// Delivered by a response whose version did not parse.
+    Unknown,
+}
+
+/// Changes to one type's subscription, for the next request.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Diff {
+    subscribe: Vec<String>,
+    unsubscribe: Vec<String>,
+}
+
+impl Diff {
+    fn is_empty(&self) -> bool {
+        self.subscribe.is_empty() && self.unsubscribe.is_empty()
+    }
+}
+
+/// The names subscribed for EDS or RDS, each with what the client holds.
+#[derive(Default)]
+struct Subscriptions {
+    names: BTreeMap<String, Held>,
+}
+
+impl Subscriptions {
+    /// Subscribes to `name` unless it already is.
+    fn add(&mut self, name: String, diff: &mut Diff) {
+        if let std::collections::btree_map::Entry::Vacant(e) = self.names.entry(name) {
+            diff.subscribe.push(e.key().clone());
+            e.insert(Held::Missing);
+        }
+    }
+
+    /// Unsubscribes from `name` if subscribed.
+    fn remove(&mut self, name: &str, diff: &mut Diff) {
+        if self.names.remove(name).is_some() {
+            diff.unsubscribe.push(name.to_string());
+        }
+    }
+
+    /// Subscribes to exactly `wanted`.
+    fn set(&mut self, wanted: &BTreeSet<&str>, diff: &mut Diff) {
+        let gone: Vec<String> = self
+            .names
+            .keys()
+            .filter(|n| !wanted.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.remove(&name, diff);
+        }
+        for name in wanted {
+            if !self.names.contains_key(*name) {
+                self.add(name.to_string(), diff);
+            }
+        }
+    }
+
+    /// Records what a response did to `name`; names not subscribed (a
+    /// response crossing an unsubscribe) are ignored.
+    fn deliver(&mut self, name: &str, held: Held) {
+        if let Some(h) = self.names.get_mut(name) {
+            *h = held;
+        }
+    }
+
+    fn all_held(&self) -> bool {
+        self.names.values().all(|h| *h != Held::Missing)
+    }
+
+    /// The lowest seq any name was delivered at; `None` while a name is
+    /// missing or at an unknown seq, or when there are no names.
+    fn min_seq(&self) -> Option<u64> {
+        self.names
+            .values()
+            .map(|h| match h {
+                Held::At(seq) => Some(*seq),
+                Held::Missing | Held::Unknown => None,
+            })
+            .try_fold(u64::MAX, |min, seq| Some(min.min(seq?)))
+            .filter(|_| !self.names.is_empty())
+    }
+}
+
+struct Delta {
+    node: Node,
+    /// Whether a request of each type was sent: only the first carries the
+    /// node, as Envoy does.
+    opened: [bool; 4],
+    /// Whether a response of each type arrived.
+    received: [bool; 4],
+    /// EDS subscriptions: one per cluster known from CDS.
+    clusters: Subscriptions,
+    /// Known listeners and the routes each uses.
+    listeners: BTreeMap<String, Vec<String>>,
+    /// RDS subscriptions: the routes of all listeners.
+    routes: Subscriptions,
+    /// The highest seq any response carried.
+    latest: Option<u64>,
+    /// Server timestamps of the seqs seen above the last one reached.
+    stamps: Vec<(u64, SystemTime)>,
+}
+
+impl Delta {
+    fn request(&mut self, t: usize, diff: Diff) -> DeltaDiscoveryRequest {
+        let node = (!self.opened[t]).then(|| self.node.clone());
+        self.opened[t] = true;
+        DeltaDiscoveryRequest {
+            node,
+            type_url: TYPES[t].to_string(),
+            resource_names_subscribe: diff.subscribe,
+            resource_names_unsubscribe: diff.unsubscribe,
+            ..Default::default()
+        }
+    }
+
+    /// Applies an accepted response of type `t`: `resources` (name, routes
+    /// for a listener) added or updated at `held`, `removed` gone. Returns
+    /// the subscription changes of the type that depends on `t`.
+    fn apply(
+        &mut self,
+        t: usize,
+        resources: Vec<(String, Vec<String>)>,
+        removed: &[String],
+        held: Held,
+    ) -> Diff {
+        let mut diff = Diff::default();
+        self.received[t] = true;
+        match t {
+            CDS => {
+                for name in removed {
+                    self.clusters.remove(name, &mut diff);
+                }
+                for (name, _) in resources {
+                    self.clusters.add(name, &mut diff);
+                }
+            }
+            LDS => {
+                for name in removed {
+                    self.listeners.remove(name);
+                }
+                for (name, routes) in resources {
+                    self.listeners.insert(name, routes);
+                }
+                let wanted: BTreeSet<&str> = self
+                    .listeners
+                    .values()
+                    .flatten()
+                    .map(String::as_str)
+                    .collect();
+                self.routes.set(&wanted, &mut diff);
+            }
+            _ => {
+                let subs = if t == EDS {
+                    &mut self.clusters
+                } else {
+                    &mut self.routes
+                };
+                for name in removed {
+                    subs.deliver(name, Held::Missing);
+                }
+                for (name, _) in &resources {
+                    subs.deliver(name, held);
+                }
+            }
+        }
+        diff
+    }
+
+    /// The seq the client has full config at, if it has (see the file's
+    /// doc comment).
+    fn config_seq(&self) -> Option<u64> {
+        if !(self.received[CDS] && self.received[LDS] && self.routes.all_held()) {
+            return None;
+        }
+        if self.clusters.names.is_empty() {
+            self.latest
+        } else {
+            self.clusters.min_seq()
+        }
+    }
+}
+
+/// A delta response's resources, decoded: (name, routes for a listener).
+/// Checks that each body carries the name the resource has.
+fn decode_delta(
+    t: usize,
+    resources: &[LightResource],
+) -> Result<Vec<(String, Vec<String>)>, String> {
+    resources
+        .iter()
+        .map(|r| {
+            let body = r
+                .resource
+                .as_ref()
+                .ok_or_else(|| format!("resource {:?} has no body", r.name))?;
+            let (name, routes) = decode_resource(t, &body.value)?;
+            if name != r.name {
+                return Err(format!("resource {:?} holds {name:?}", r.name));
+            }
+            Ok((name, routes))
+        })
+        .collect()
+}
+
+impl Protocol for Delta {
+    type Request = DeltaDiscoveryRequest;
+    type Response = LightDeltaResponse;
+    type Decoded = Vec<(String, Vec<String>)>;
+    const PATH: &'static str = DELTA_ADS_PATH;
+
+    fn new(node: Node) -> Delta {
+        Delta {
+            node,
+            opened: [false; 4],
+            received: [false; 4],
+            clusters: Subscriptions::default(),
+            listeners: BTreeMap::new(),
+            routes: Subscriptions::default(),
+            latest: None,
+            stamps: Vec::new(),
+        }
+    }
+
+    /// An empty first subscription is the (legacy) wildcard, as Envoy sends.
+    fn start(&mut self) -> Vec<DeltaDiscoveryRequest> {
+        vec![
+            self.request(CDS, Diff::default()),
+            self.request(LDS, Diff::default()),
+        ]
+    }
+
+    fn measure(response: &LightDeltaResponse) -> (&str, usize) {
+        let bytes = response
+            .resources
+            .iter()
+            .filter_map(|r| r.resource.as_ref())
+            .map(|a| a.value.len())
+            .sum();
+        (&response.type_url, bytes)
+    }
+
+    fn decode(t: usize, response: &LightDeltaResponse) -> Result<Self::Decoded, String> {
+        decode_delta(t, &response.resources)
+    }
+
+    fn nack(
+        &mut self,
+        t: usize,
+        response: LightDeltaResponse,
+        error: RpcStatus,
+    ) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            response_nonce: response.nonce,
+            error_detail: Some(error),
+            ..self.request(t, Diff::default())
+        }
+    }
+
+    fn accept(
+        &mut self,
+        t: usize,
+        response: LightDeltaResponse,
+        resources: Self::Decoded,
+        now: SystemTime,
+        progress: &mut Progress,
+        shared: &Shared,
+    ) -> Vec<DeltaDiscoveryRequest> {
+        let parsed = shared.version(&response.system_version_info);
+        if let Some((seq, stamp)) = parsed {
+            self.latest = self.latest.max(Some(seq));
+            if !self.stamps.iter().any(|(s, _)| *s == seq) {
+                self.stamps.push((seq, stamp));
+            }
+        }
+        let held = parsed.map_or(Held::Unknown, |(seq, _)| Held::At(seq));
+        let diff = self.apply(t, resources, &response.removed_resources, held);
+        let mut ack = self.request(t, Diff::default());
+        ack.response_nonce = response.nonce;
+        let mut out = vec![ack];
+        if !diff.is_empty() {
+            let dependent = if t == CDS { EDS } else { RDS };
+            out.push(self.request(dependent, diff));
+        }
+        if let Some(seq) = self.config_seq() {
+            if let Some(&(_, stamp)) = self.stamps.iter().find(|(s, _)| *s == seq) {
+                progress.reached(seq, stamp, now, shared);
+                // Only later seqs can be reached from now on.
+                self.stamps.retain(|(s, _)| *s > seq);
+            }
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The connection and stream, for either protocol.
 
 async fn connect(shared: &Shared) -> Result<tonic::transport::Channel, String> {
     let config = &shared.config;
@@ -409,9 +920,9 @@ enum End {
     AfterDone,
 }
 
-async fn run_client(index: usize, shared: Arc<Shared>) {
+async fn run_client<P: Protocol>(index: usize, shared: Arc<Shared>) {
     let end = tokio::select! {
-        end = client_session(index, &shared) => end,
+        end = client_session::<P>(index, &shared) => end,
         _ = shared.stop.cancelled() => return,
     };
     let (counter, message) = match end {
@@ -428,25 +939,17 @@ async fn run_client(index: usize, shared: Arc<Shared>) {
 }
 
 /// Connects and serves the stream until it ends.
-async fn client_session(index: usize, shared: &Shared) -> End {
+async fn client_session<P: Protocol>(index: usize, shared: &Shared) -> End {
     let Ok(permit) = shared.connect_slots.acquire().await else {
         return End::ConnectFailed("connect slots closed".into());
     };
-    let mut client = Client {
-        index,
-        node: Node {
-            id: format!("node-{}", index % shared.config.nodes),
-            cluster: "xds-load-client".into(),
-            user_agent_name: "xds-load-client".into(),
-            ..Default::default()
-        },
-        types: Default::default(),
-        eds_names: Vec::new(),
-        rds_names: Vec::new(),
-        complete: None,
-        done: false,
-        connect_started: SystemTime::now(),
-    };
+    let mut progress = Progress::new(index);
+    let mut client = P::new(Node {
+        id: format!("node-{}", index % shared.config.nodes),
+        cluster: "xds-load-client".into(),
+        user_agent_name: "xds-load-client".into(),
+        ..Default::default()
+    });
     let channel = match connect(shared).await {
         Ok(channel) => channel,
         Err(e) => return End::ConnectFailed(e),
@@ -455,16 +958,16 @@ async fn client_session(index: usize, shared: &Shared) -> End {
     if let Err(e) = grpc.ready().await {
         return End::ConnectFailed(format!("channel not ready: {e}"));
     }
-    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
-    // Envoy starts with CDS and LDS, both wildcard. The channel has room.
-    for t in [CDS, LDS] {
-        let _ = tx.try_send(client.request(t, &[]));
+    let (tx, rx) = mpsc::channel::<P::Request>(16);
+    // The channel has room for the opening requests.
+    for request in client.start() {
+        let _ = tx.try_send(request);
     }
-    let codec = tonic_prost::ProstCodec::<DiscoveryRequest, LightResponse>::default();
+    let codec = tonic_prost::ProstCodec::<P::Request, P::Response>::default();
     let response = grpc
         .streaming(
             tonic::Request::new(ReceiverStream::new(rx)),
-            PathAndQuery::from_static(ADS_PATH),
+            PathAndQuery::from_static(P::PATH),
             codec,
         )
         .await;
@@ -478,7 +981,7 @@ async fn client_session(index: usize, shared: &Shared) -> End {
             Ok(Some(response)) => {
                 let now = SystemTime::now();
                 let mut sent = true;
-                for request in client.on_response(response, now, shared) {
+                for request in on_response(&mut client, response, now, &mut progress, shared) {
                     sent = sent && tx.send(request).await.is_ok();
                 }
                 if !sent {
@@ -489,7 +992,7 @@ async fn client_session(index: usize, shared: &Shared) -> End {
             Err(status) => break format!("stream failed: {status}"),
         }
     };
-    if client.done {
+    if progress.done {
         End::AfterDone
     } else {
         End::StreamFailed(ended)
@@ -646,26 +1149,7 @@ async fn run(config: Config) -> i32 {
     let mut sampler = server_pid
         .clone()
         .map(|pid| CpuSampler::start(pid, ticks_per_second));
-    let shared = Arc::new(Shared {
-        connect_slots: Semaphore::new(config.connect_concurrency),
-        config,
-        stop: CancellationToken::new(),
-        initial: Mutex::new(Vec::new()),
-        updates: Mutex::new(Vec::new()),
-        stamps: Mutex::new(BTreeMap::new()),
-        configured: AtomicUsize::new(0),
-        done: AtomicUsize::new(0),
-        failed: AtomicUsize::new(0),
-        nacks: AtomicU64::new(0),
-        stream_errors: AtomicU64::new(0),
-        connect_errors: AtomicU64::new(0),
-        connect_retries: AtomicU64::new(0),
-        ended_after_done: AtomicU64::new(0),
-        bad_versions: AtomicU64::new(0),
-        responses: AtomicU64::new(0),
-        resource_bytes: AtomicU64::new(0),
-        errors: Mutex::new(Vec::new()),
-    });
+    let shared = Arc::new(Shared::new(config));
     let config = &shared.config;
     let m = config.clients;
     let started = tokio::time::Instant::now();
@@ -685,7 +1169,12 @@ async fn run(config: Config) -> i32 {
                 if let Some(pace) = &mut pace {
                     pace.tick().await;
                 }
-                clients.push(tokio::spawn(run_client(index, Arc::clone(&shared))));
+                let shared = Arc::clone(&shared);
+                clients.push(if shared.config.delta {
+                    tokio::spawn(run_client::<Delta>(index, shared))
+                } else {
+                    tokio::spawn(run_client::<Sotw>(index, shared))
+                });
             }
             clients
         })
@@ -829,8 +1318,15 @@ async fn run(config: Config) -> i32 {
     };
     println!();
     println!(
-        "W1 load client: {m} clients as {} nodes, server {}, expecting update {}",
-        config.nodes, config.server, config.expect_updates
+        "W1 load client ({}): {m} clients as {} nodes, server {}, expecting update {}",
+        if config.delta {
+            "delta"
+        } else {
+            "state of the world"
+        },
+        config.nodes,
+        config.server,
+        config.expect_updates
     );
     if configured == m {
         println!(
@@ -916,6 +1412,7 @@ async fn run(config: Config) -> i32 {
 
     if config.json {
         let report = serde_json::json!({
+            "delta": config.delta,
             "clients": m,
             "nodes": config.nodes,
             "expect_updates": config.expect_updates,
@@ -959,5 +1456,232 @@ async fn run(config: Config) -> i32 {
         0
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+#[path = "support/w1.rs"]
+mod w1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(expect_updates: u64) -> Shared {
+        Shared::new(Config {
+            server: SocketAddr::from(([127, 0, 0, 1], 18000)),
+            clients: 1,
+            nodes: 1,
+            expect_updates,
+            timeout: Duration::from_secs(1),
+            server_pid: None,
+            connect_rate: None,
+            connect_concurrency: 1,
+            h2_window: 65535,
+            json: false,
+            delta: true,
+        })
+    }
+
+    fn version(seq: u64) -> String {
+        format!("v{seq}-{}", 1_000_000_000 * (seq + 1))
+    }
+
+    fn resource(name: &str, body: Vec<u8>) -> LightResource {
+        LightResource {
+            resource: Some(LightAny {
+                value: Bytes::from(body),
+            }),
+            name: name.into(),
+        }
+    }
+
+    fn response(
+        t: usize,
+        seq: u64,
+        resources: Vec<LightResource>,
+        removed: &[&str],
+    ) -> LightDeltaResponse {
+        LightDeltaResponse {
+            system_version_info: version(seq),
+            resources,
+            type_url: TYPES[t].into(),
+            nonce: format!("{t}-{seq}"),
+            removed_resources: removed.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn clusters(cs: &[usize]) -> Vec<LightResource> {
+        cs.iter()
+            .map(|&c| resource(&w1::cluster_name(c), w1::cluster(c).encode_to_vec()))
+            .collect()
+    }
+
+    fn endpoints(cs: &[usize], seq: u64) -> Vec<LightResource> {
+        cs.iter()
+            .map(|&c| {
+                let body = w1::load_assignment(c, seq, 2).encode_to_vec();
+                resource(&w1::cluster_name(c), body)
+            })
+            .collect()
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn subscriptions_send_only_differences() {
+        let mut subs = Subscriptions::default();
+        let mut diff = Diff::default();
+        subs.add("a".into(), &mut diff);
+        subs.add("b".into(), &mut diff);
+        subs.add("a".into(), &mut diff);
+        assert_eq!(diff.subscribe, names(&["a", "b"]));
+        assert!(diff.unsubscribe.is_empty());
+
+        let mut diff = Diff::default();
+        subs.set(&["b", "c"].into_iter().collect(), &mut diff);
+        assert_eq!(
+            diff,
+            Diff {
+                subscribe: names(&["c"]),
+                unsubscribe: names(&["a"]),
+            }
+        );
+
+        let mut diff = Diff::default();
+        subs.set(&["b", "c"].into_iter().collect(), &mut diff);
+        subs.remove("nope", &mut diff);
+        assert!(diff.is_empty());
+    }
+
+    #[test]
+    fn min_seq_needs_every_name_at_a_known_seq() {
+        let mut subs = Subscriptions::default();
+        assert_eq!(subs.min_seq(), None);
+        let mut diff = Diff::default();
+        subs.add("a".into(), &mut diff);
+        subs.add("b".into(), &mut diff);
+        subs.deliver("a", Held::At(3));
+        assert!(!subs.all_held());
+        assert_eq!(subs.min_seq(), None);
+        subs.deliver("b", Held::At(2));
+        subs.deliver("unsubscribed", Held::At(9));
+        assert!(subs.all_held());
+        assert_eq!(subs.min_seq(), Some(2));
+        subs.deliver("b", Held::Unknown);
+        assert!(subs.all_held());
+        assert_eq!(subs.min_seq(), None);
+    }
+
+    /// One delta client and what it reports to.
+    struct Harness {
+        shared: Shared,
+        progress: Progress,
+        client: Delta,
+    }
+
+    impl Harness {
+        fn new(expect_updates: u64) -> Harness {
+            Harness {
+                shared: shared(expect_updates),
+                progress: Progress::new(0),
+                client: Delta::new(Node {
+                    id: "node-0".into(),
+                    ..Default::default()
+                }),
+            }
+        }
+
+        fn receive(&mut self, r: LightDeltaResponse, at: SystemTime) -> Vec<DeltaDiscoveryRequest> {
+            on_response(&mut self.client, r, at, &mut self.progress, &self.shared)
+        }
+    }
+
+    #[test]
+    fn delta_client_follows_clusters_and_listeners_and_reaches_updates() {
+        let mut h = Harness::new(1);
+        let now = SystemTime::now();
+
+        // Wildcard CDS and LDS, each with the node.
+        let start = h.client.start();
+        assert_eq!(start.len(), 2);
+        for (request, t) in start.iter().zip([CDS, LDS]) {
+            assert_eq!(request.type_url, TYPES[t]);
+            assert!(request.node.is_some());
+            assert!(request.resource_names_subscribe.is_empty());
+        }
+
+        // Clusters: ACK (no node now) and subscribe EDS (first EDS request: node).
+        let out = h.receive(response(CDS, 0, clusters(&[0, 1]), &[]), now);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].response_nonce, "0-0");
+        assert!(out[0].node.is_none() && out[0].error_detail.is_none());
+        assert_eq!(out[1].type_url, TYPES[EDS]);
+        assert!(out[1].node.is_some());
+        assert_eq!(
+            out[1].resource_names_subscribe,
+            names(&["cluster-0", "cluster-1"])
+        );
+
+        // The listener: subscribe RDS to its route.
+        let listener = resource(w1::LISTENER_NAME, w1::listener().encode_to_vec());
+        let out = h.receive(response(LDS, 0, vec![listener], &[]), now);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].type_url, TYPES[RDS]);
+        assert_eq!(out[1].resource_names_subscribe, names(&[w1::ROUTE_NAME]));
+
+        // EDS alone is not full config; the route completes it at seq 0.
+        let out = h.receive(response(EDS, 0, endpoints(&[0, 1], 0), &[]), now);
+        assert_eq!(out.len(), 1);
+        assert_eq!(h.progress.complete, None);
+        let route = resource(w1::ROUTE_NAME, w1::route_config(2).encode_to_vec());
+        h.receive(response(RDS, 0, vec![route], &[]), now);
+        assert_eq!(h.progress.complete, Some(0));
+        assert_eq!(h.shared.configured.load(Ordering::Relaxed), 1);
+        assert_eq!(h.shared.initial.lock()[0].seq, 0);
+
+        // Update 1 reaches the client only once every load assignment is at
+        // it; the latency counts from the version's timestamp (2 s).
+        let later = UNIX_EPOCH + Duration::from_millis(2_250);
+        h.receive(response(EDS, 1, endpoints(&[0], 1), &[]), later);
+        assert_eq!(h.progress.complete, Some(0));
+        h.receive(response(EDS, 1, endpoints(&[1], 1), &[]), later);
+        assert_eq!(h.progress.complete, Some(1));
+        assert!(h.progress.done);
+        assert_eq!(
+            *h.shared.updates.lock(),
+            vec![(1, Duration::from_millis(250))]
+        );
+
+        // A cluster removed: unsubscribe its EDS name, nothing else.
+        let out = h.receive(response(CDS, 2, Vec::new(), &["cluster-1"]), later);
+        assert_eq!(out.len(), 2);
+        assert!(out[1].resource_names_subscribe.is_empty());
+        assert_eq!(out[1].resource_names_unsubscribe, names(&["cluster-1"]));
+        assert_eq!(h.client.config_seq(), Some(1));
+        assert_eq!(h.shared.nacks.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn delta_client_nacks_what_does_not_decode() {
+        let mut h = Harness::new(0);
+        h.client.start();
+        let now = SystemTime::now();
+        let mut bad = response(CDS, 0, vec![resource("cluster-0", vec![0xff, 0xff])], &[]);
+        bad.nonce = "n1".into();
+        let out = h.receive(bad, now);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].response_nonce, "n1");
+        assert!(out[0].error_detail.is_some());
+        // A body holding another name than the resource's is rejected too.
+        let mut mismatched = clusters(&[0]);
+        mismatched[0].name = "cluster-9".into();
+        let out = h.receive(response(CDS, 0, mismatched, &[]), now);
+        assert!(out[0].error_detail.is_some());
+        assert_eq!(h.shared.nacks.load(Ordering::Relaxed), 2);
+        assert!(!h.client.received[CDS]);
+        assert!(h.client.clusters.names.is_empty());
     }
 }

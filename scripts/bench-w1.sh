@@ -9,6 +9,7 @@
 #   scripts/bench-w1.sh -c 100 -n 100                    # smoke run
 #   scripts/bench-w1.sh -c 10 -n 10000                   # 10,000 clients
 #   scripts/bench-w1.sh --json                           # also a one-line JSON report
+#   scripts/bench-w1.sh --delta                          # incremental xDS clients
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,13 +29,14 @@ usage: scripts/bench-w1.sh [options]
       --connect-rate R    clients opened per second             [unlimited]
       --timeout S         client gives up after S seconds       [derived]
       --no-ads            SnapshotCache::new(false, ..)
+      --delta             clients use incremental (delta) ADS
       --json              client also prints a one-line JSON report
       --keep              keep the logs directory
 EOF
 }
 
 C=1000 E=10 N=1000 M="" INTERVAL=2 UPDATES=5 LINGER="" PORT=18000
-CONNECT_RATE="" TIMEOUT="" ADS_FLAG="--ads" JSON="" KEEP=""
+CONNECT_RATE="" TIMEOUT="" ADS_FLAG="--ads" JSON="" DELTA="" KEEP=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -c|--clusters) C="$2"; shift 2 ;;
@@ -49,6 +51,7 @@ while [ $# -gt 0 ]; do
     --timeout) TIMEOUT="$2"; shift 2 ;;
     --no-ads) ADS_FLAG="--no-ads"; shift ;;
     --json) JSON="--json"; shift ;;
+    --delta) DELTA="--delta"; shift ;;
     --keep) KEEP=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
@@ -115,7 +118,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "W1: C=$C E=$E N=$N M=$M interval=${INTERVAL}s updates=$UPDATES (open files: $(ulimit -Sn))"
+echo "W1: C=$C E=$E N=$N M=$M interval=${INTERVAL}s updates=$UPDATES ${DELTA:+delta }(open files: $(ulimit -Sn))"
 "$BIN/bench_server" --port "$PORT" --clusters "$C" --endpoints "$E" --nodes "$N" \
   --interval "$INTERVAL" --updates "$UPDATES" --linger "$LINGER" $ADS_FLAG \
   --wait-streams "$M" --wait-timeout "$TIMEOUT" \
@@ -137,6 +140,7 @@ CLIENT_ARGS=(--server "127.0.0.1:$PORT" --clients "$M" --nodes "$N" --expect-upd
              --timeout "$TIMEOUT" --server-pid "$SERVER_PID")
 [ -n "$CONNECT_RATE" ] && CLIENT_ARGS+=(--connect-rate "$CONNECT_RATE")
 [ -n "$JSON" ] && CLIENT_ARGS+=("$JSON")
+[ -n "$DELTA" ] && CLIENT_ARGS+=("$DELTA")
 "$BIN/load_client" "${CLIENT_ARGS[@]}" > "$LOGS/client.log" 2>&1 &
 CLIENT_PID=$!
 CLIENT_RC=0
