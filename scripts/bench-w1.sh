@@ -119,6 +119,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "W1: C=$C E=$E N=$N M=$M interval=${INTERVAL}s updates=$UPDATES ${DELTA:+delta }(open files: $(ulimit -Sn))"
+# bench_server allocates with mimalloc; committing its arenas on demand
+# rather than eagerly keeps RSS to what thousands of idle streams use.
+MIMALLOC_ARENA_EAGER_COMMIT="${MIMALLOC_ARENA_EAGER_COMMIT:-0}" \
 "$BIN/bench_server" --port "$PORT" --clusters "$C" --endpoints "$E" --nodes "$N" \
   --interval "$INTERVAL" --updates "$UPDATES" --linger "$LINGER" $ADS_FLAG \
   --wait-streams "$M" --wait-timeout "$TIMEOUT" \

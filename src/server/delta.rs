@@ -21,7 +21,8 @@ use crate::metrics;
 
 pub(crate) struct DeltaStream {
     ctx: StreamContext,
-    types: HashMap<String, TypeState>,
+    // Looked up by type URL with every request and response: a fast hash.
+    types: HashMap<String, TypeState, ahash::RandomState>,
     queue: Arc<ResponseQueue<DeltaResponse>>,
 }
 
@@ -29,7 +30,7 @@ impl DeltaStream {
     pub(crate) fn new(ctx: StreamContext) -> Self {
         DeltaStream {
             ctx,
-            types: HashMap::new(),
+            types: HashMap::default(),
             queue: ResponseQueue::new(),
         }
     }

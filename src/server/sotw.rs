@@ -19,7 +19,8 @@ use crate::metrics;
 
 pub(crate) struct SotwStream {
     ctx: StreamContext,
-    types: HashMap<String, TypeState>,
+    // Looked up by type URL with every request and response: a fast hash.
+    types: HashMap<String, TypeState, ahash::RandomState>,
     queue: Arc<ResponseQueue<SotwResponse>>,
 }
 
@@ -27,7 +28,7 @@ impl SotwStream {
     pub(crate) fn new(ctx: StreamContext) -> Self {
         SotwStream {
             ctx,
-            types: HashMap::new(),
+            types: HashMap::default(),
             queue: ResponseQueue::new(),
         }
     }
