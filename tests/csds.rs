@@ -23,6 +23,7 @@ use xds_control_plane::envoy_types::pb::envoy::service::endpoint::v3::endpoint_d
 use xds_control_plane::envoy_types::pb::envoy::service::status::v3::client_config::GenericXdsConfig;
 use xds_control_plane::envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
 use xds_control_plane::envoy_types::pb::envoy::service::status::v3::{
+    ClientConfig,
     ClientStatusRequest, ClientStatusResponse, ConfigStatus,
 };
 use xds_control_plane::envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
@@ -466,17 +467,33 @@ async fn node_matchers_select_clients() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     // On a stream the error ends it.
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut responses = client
-        .stream_client_status(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut responses) = open_stream(&mut client).await;
     tx.send(all()).await.unwrap();
     assert_eq!(responses.message().await.unwrap().unwrap().config.len(), 3);
     tx.send(regex).await.unwrap();
     let err = responses.message().await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+/// Opens a CSDS stream: where to send requests, and the answers.
+async fn open_stream(
+    client: &mut ClientStatusDiscoveryServiceClient<Channel>,
+) -> (
+    tokio::sync::mpsc::Sender<ClientStatusRequest>,
+    tonic::Streaming<ClientStatusResponse>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let responses = client
+        .stream_client_status(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, responses)
+}
+
+/// The configs of the stream's next answer.
+async fn next_config(responses: &mut tonic::Streaming<ClientStatusResponse>) -> Vec<ClientConfig> {
+    responses.message().await.unwrap().unwrap().config
 }
 
 #[tokio::test]
@@ -485,20 +502,9 @@ async fn stream_answers_each_request_until_closed_or_shutdown() {
     csds.cache
         .set_snapshot("n3", snapshot("v1", &["a"], &[], &[], &[]));
     let mut client = csds.client().await;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut responses = client
-        .stream_client_status(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut responses) = open_stream(&mut client).await;
     tx.send(all()).await.unwrap();
-    assert!(responses
-        .message()
-        .await
-        .unwrap()
-        .unwrap()
-        .config
-        .is_empty());
+    assert!(next_config(&mut responses).await.is_empty());
 
     let mut ads = csds.ads().await;
     ads.send(request("n3", CLUSTER, "", "", &[])).await;
@@ -513,13 +519,7 @@ async fn stream_answers_each_request_until_closed_or_shutdown() {
     drop(ads);
     csds.until(all(), |r| r.config.is_empty()).await;
     tx.send(all()).await.unwrap();
-    assert!(responses
-        .message()
-        .await
-        .unwrap()
-        .unwrap()
-        .config
-        .is_empty());
+    assert!(next_config(&mut responses).await.is_empty());
 
     // Half-closing ends the stream cleanly.
     drop(tx);
@@ -527,12 +527,7 @@ async fn stream_answers_each_request_until_closed_or_shutdown() {
 
     // Shutdown ends an open CSDS stream too, so it cannot hold up a
     // graceful stop.
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut responses = client
-        .stream_client_status(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut responses) = open_stream(&mut client).await;
     tx.send(all()).await.unwrap();
     responses.message().await.unwrap().unwrap();
     csds.server.shutdown();
