@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{DeltaResponse, DeltaWatchRequest, EncodedResource, TypeResources};
+use super::{DeltaResponse, DeltaWatchRequest, EncodedResource, ReturnedResources, TypeResources};
 
 /// A set of resources of one type that delta watches are evaluated against.
 pub(crate) trait ResourceSet {
@@ -12,6 +12,11 @@ pub(crate) trait ResourceSet {
     fn get(&self, name: &str) -> Option<&EncodedResource>;
     /// Every resource.
     fn iter(&self) -> impl Iterator<Item = &EncodedResource>;
+    /// What a client holding every resource at its version has, shared by
+    /// every such client; `None` where the set keeps no such record.
+    fn all_held(&self) -> Option<&Arc<ReturnedResources>> {
+        None
+    }
 }
 
 impl ResourceSet for TypeResources {
@@ -23,6 +28,9 @@ impl ResourceSet for TypeResources {
     }
     fn iter(&self) -> impl Iterator<Item = &EncodedResource> {
         self.resources().iter()
+    }
+    fn all_held(&self) -> Option<&Arc<ReturnedResources>> {
+        Some(self.delta_all_held())
     }
 }
 
@@ -78,9 +86,31 @@ pub(crate) fn delta_response(
         system_version: resources.system_version(),
         resources: send,
         removed,
-        returned: Arc::new(returned),
+        returned: shared_if_all(resources, returned),
         heartbeat: false,
     })
+}
+
+/// `returned`, or the set's shared record when they are the same: a fleet
+/// of clients that each hold every resource then keeps one map, not one
+/// per stream.
+fn shared_if_all(
+    resources: &impl ResourceSet,
+    returned: ReturnedResources,
+) -> Arc<ReturnedResources> {
+    match resources.all_held() {
+        Some(all)
+            if all.len() == returned.len()
+                && all.iter().all(|(name, version)| {
+                    returned
+                        .get(name)
+                        .is_some_and(|v| Arc::ptr_eq(v, version) || v == version)
+                }) =>
+        {
+            Arc::clone(all)
+        }
+        _ => Arc::new(returned),
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +158,24 @@ mod tests {
 
     fn sent(resp: &DeltaResponse) -> Vec<&str> {
         resp.resources.iter().map(|r| r.name()).collect()
+    }
+
+    #[test]
+    fn clients_holding_everything_share_one_record() {
+        let snap = snapshot(&[("a", 0), ("b", 0)]);
+        let all = Subscription::delta(&strings(&["a", "b"]), &[], &HashMap::new(), true);
+        let one = delta_response(eds(&snap), &watch(all.clone(), true)).unwrap();
+        let two = delta_response(eds(&snap), &watch(all, true)).unwrap();
+        assert!(Arc::ptr_eq(&one.returned, &two.returned));
+        assert_eq!(one.returned.len(), 2);
+        // A client holding a part keeps its own.
+        let part = Subscription::delta(&strings(&["a"]), &[], &HashMap::new(), true);
+        let three = delta_response(eds(&snap), &watch(part, true)).unwrap();
+        assert!(!Arc::ptr_eq(&one.returned, &three.returned));
+        assert_eq!(
+            three.returned.keys().map(|k| &**k).collect::<Vec<_>>(),
+            ["a"]
+        );
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct TypeResources {
     index: HashMap<Arc<str>, usize, ahash::RandomState>,
     /// What a wildcard client has after a full response: built once.
     wildcard_returned: OnceLock<Arc<ReturnedResources>>,
+    /// What a delta client holding every resource has: built once.
+    delta_all_held: OnceLock<Arc<ReturnedResources>>,
     /// The last full response to a named subscription: every node of a
     /// fleet usually names the same resources, so they share one answer.
     named_full: Mutex<Option<NamedFull>>,
@@ -97,6 +99,7 @@ impl TypeResources {
             ordered: Arc::new(resources.into()),
             index,
             wildcard_returned: OnceLock::new(),
+            delta_all_held: OnceLock::new(),
             named_full: Mutex::new(None),
         })
     }
@@ -126,6 +129,19 @@ impl TypeResources {
             returned: Arc::clone(&returned),
         });
         (resources, returned)
+    }
+
+    /// Every resource at its own version: what a delta client holding them
+    /// all has, shared by every such client.
+    pub(crate) fn delta_all_held(&self) -> &Arc<ReturnedResources> {
+        self.delta_all_held.get_or_init(|| {
+            Arc::new(
+                self.ordered
+                    .iter()
+                    .map(|r| (Arc::clone(r.shared_name()), Arc::clone(r.version())))
+                    .collect(),
+            )
+        })
     }
 
     /// Every resource in `items` at this type's version.

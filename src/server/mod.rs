@@ -32,8 +32,9 @@
 //!
 //! Stream responses are not built as `DiscoveryResponse` structs: each
 //! resource is encoded once, as it goes on the wire, and shared by every
-//! stream that sends it; a response is one copy of those bytes into one gRPC
-//! message, freed once written. So [`Callbacks::on_stream_response`] gets a
+//! stream that sends it; a state-of-the-world response is a small head of
+//! its own followed by the answer's resources, encoded once for every
+//! stream that gets the same answer and written without a copy. So [`Callbacks::on_stream_response`] gets a
 //! [`SentResponse`] view rather than the message (its
 //! [`to_message`](SentResponse::to_message) builds it when needed).
 //!

@@ -7,8 +7,9 @@
 //! per stream and keep a buffer the size of the largest one for the life of
 //! the stream. Here requests are decoded by [`RequestStream`], which keeps
 //! no buffer between messages, and responses leave as the stream driver
-//! encoded them ([`super::wire`]): one exactly-sized buffer per message,
-//! freed once written. Unary `Fetch*` calls go through tonic's own
+//! encoded them ([`super::wire`]): a head of their own and, for state of
+//! the world, a body shared with every stream sending the same answer,
+//! as two data frames. Unary `Fetch*` calls go through tonic's own
 //! `Grpc::unary`.
 
 use std::convert::Infallible;
