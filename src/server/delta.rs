@@ -14,9 +14,11 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::callbacks::{Nack, SentDeltaResponse};
-use super::stream::{in_ads_order, Protocol, StreamContext, TypeState};
+use super::stream::{in_ads_order, stamp, Answer, Protocol, StreamContext, TypeState};
 use super::wire::{self, WireMessage};
-use crate::cache::{DeltaResponse, DeltaWatchRequest, ResponseQueue, Subscription};
+use crate::cache::{
+    DeltaResponse, DeltaWatchRequest, ResponseQueue, ReturnedResources, Subscription,
+};
 use crate::metrics;
 
 pub(crate) struct DeltaStream {
@@ -34,43 +36,38 @@ impl DeltaStream {
             queue: ResponseQueue::new(),
         }
     }
+}
 
-    /// Turns an answer into the message to send, encoded, and records what
-    /// the client now has; `None` for an answer to a watch since replaced.
-    fn stamp(
-        &mut self,
-        watch_id: u64,
-        response: DeltaResponse,
-    ) -> Result<Option<WireMessage>, Status> {
-        let Some(state) = self.types.get_mut(response.type_url()) else {
-            return Ok(None);
-        };
-        if !state.accept(watch_id) {
-            return Ok(None);
-        }
-        let nonce = self.ctx.next_nonce();
-        let message = wire::delta_message(
-            &response.system_version,
-            response.type_url(),
-            &nonce,
-            response.resources.iter(),
-            response.removed.iter(),
-            response.heartbeat,
-        )?;
-        self.ctx.shared.callbacks.on_stream_delta_response(
-            self.ctx.id,
-            &response.request,
-            &SentDeltaResponse::new(&response, &nonce, &message),
+impl Answer for DeltaResponse {
+    fn type_url(&self) -> &str {
+        DeltaResponse::type_url(self)
+    }
+    fn version(&self) -> &Arc<str> {
+        &self.system_version
+    }
+    fn returned(&self) -> &Arc<ReturnedResources> {
+        &self.returned
+    }
+    fn encode(&self, nonce: &str) -> Result<WireMessage, Status> {
+        wire::delta_message(
+            &self.system_version,
+            self.type_url(),
+            nonce,
+            self.resources.iter(),
+            self.removed.iter(),
+            self.heartbeat,
+        )
+    }
+    fn report(&self, ctx: &StreamContext, nonce: &str, message: &WireMessage) {
+        ctx.shared.callbacks.on_stream_delta_response(
+            ctx.id,
+            &self.request,
+            &SentDeltaResponse::new(self, nonce, message),
         );
-        metrics::delta_response(&response, &nonce, message.len());
-        // The same map the subscription keeps: the status links to it.
-        self.ctx.status.sent(
-            response.type_url(),
-            &response.system_version,
-            &response.returned,
-        );
-        state.record_sent(&nonce, response.system_version, response.returned);
-        Ok(Some(message))
+        metrics::delta_response(self, nonce, message.len());
+    }
+    fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>) {
+        (self.system_version, self.returned)
     }
 }
 
@@ -169,7 +166,7 @@ impl Protocol for DeltaStream {
     fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status> {
         let mut messages = Vec::new();
         for (watch_id, response) in in_ads_order(&self.queue, DeltaResponse::type_url) {
-            messages.extend(self.stamp(watch_id, response)?);
+            messages.extend(stamp(&mut self.ctx, &mut self.types, watch_id, response)?);
         }
         Ok(messages)
     }

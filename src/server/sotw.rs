@@ -12,9 +12,9 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
 use super::callbacks::{Nack, SentResponse};
-use super::stream::{in_ads_order, Protocol, StreamContext, TypeState};
+use super::stream::{in_ads_order, stamp, Answer, Protocol, StreamContext, TypeState};
 use super::wire::{self, WireMessage};
-use crate::cache::{ResponseQueue, SotwResponse, Subscription, WatchRequest};
+use crate::cache::{ResponseQueue, ReturnedResources, SotwResponse, Subscription, WatchRequest};
 use crate::metrics;
 
 pub(crate) struct SotwStream {
@@ -32,39 +32,31 @@ impl SotwStream {
             queue: ResponseQueue::new(),
         }
     }
+}
 
-    /// Turns an answer into the message to send, encoded, and records what
-    /// the client now has; `None` for an answer to a watch since replaced.
-    fn stamp(
-        &mut self,
-        watch_id: u64,
-        response: SotwResponse,
-    ) -> Result<Option<WireMessage>, Status> {
-        let Some(state) = self.types.get_mut(response.type_url()) else {
-            return Ok(None);
-        };
-        if !state.accept(watch_id) {
-            return Ok(None);
-        }
-        let nonce = self.ctx.next_nonce();
-        let message = wire::sotw_message(
-            &response.version,
-            response.type_url(),
-            &nonce,
-            &response.resources,
-        )?;
-        self.ctx.shared.callbacks.on_stream_response(
-            self.ctx.id,
-            &response.request,
-            &SentResponse::new(&response, &nonce, &message),
+impl Answer for SotwResponse {
+    fn type_url(&self) -> &str {
+        SotwResponse::type_url(self)
+    }
+    fn version(&self) -> &Arc<str> {
+        &self.version
+    }
+    fn returned(&self) -> &Arc<ReturnedResources> {
+        &self.returned
+    }
+    fn encode(&self, nonce: &str) -> Result<WireMessage, Status> {
+        wire::sotw_message(&self.version, self.type_url(), nonce, &self.resources)
+    }
+    fn report(&self, ctx: &StreamContext, nonce: &str, message: &WireMessage) {
+        ctx.shared.callbacks.on_stream_response(
+            ctx.id,
+            &self.request,
+            &SentResponse::new(self, nonce, message),
         );
-        metrics::sotw_response(&response, &nonce, message.len());
-        // The same map the subscription keeps: the status links to it.
-        self.ctx
-            .status
-            .sent(response.type_url(), &response.version, &response.returned);
-        state.record_sent(&nonce, response.version, response.returned);
-        Ok(Some(message))
+        metrics::sotw_response(self, nonce, message.len());
+    }
+    fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>) {
+        (self.version, self.returned)
     }
 }
 
@@ -168,7 +160,7 @@ impl Protocol for SotwStream {
     fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status> {
         let mut messages = Vec::new();
         for (watch_id, response) in in_ads_order(&self.queue, SotwResponse::type_url) {
-            messages.extend(self.stamp(watch_id, response)?);
+            messages.extend(stamp(&mut self.ctx, &mut self.types, watch_id, response)?);
         }
         Ok(messages)
     }

@@ -2,6 +2,7 @@
 //! requests, send the cache's answers, stop when the client leaves or the
 //! server shuts down, then cancel every watch.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -259,6 +260,45 @@ impl TypeState {
         self.nacked = false;
         Arc::make_mut(&mut self.subscription).set_shared_returned(returned);
     }
+}
+
+/// A cache answer as the shared stamping step needs it.
+pub(crate) trait Answer: Sized {
+    fn type_url(&self) -> &str;
+    /// The version the response carries (delta: `system_version_info`).
+    fn version(&self) -> &Arc<str>;
+    fn returned(&self) -> &Arc<ReturnedResources>;
+    /// The response as it goes on the wire.
+    fn encode(&self, nonce: &str) -> Result<WireMessage, Status>;
+    /// Tells callbacks and metrics the response is being sent.
+    fn report(&self, ctx: &StreamContext, nonce: &str, message: &WireMessage);
+    /// The version and the record of what the client then has.
+    fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>);
+}
+
+/// Turns an answer into the message to send, encoded, and records what the
+/// client now has; `None` for an answer to a watch since replaced.
+pub(crate) fn stamp<A: Answer>(
+    ctx: &mut StreamContext,
+    types: &mut HashMap<String, TypeState, ahash::RandomState>,
+    watch_id: u64,
+    answer: A,
+) -> Result<Option<WireMessage>, Status> {
+    let Some(state) = types.get_mut(answer.type_url()) else {
+        return Ok(None);
+    };
+    if !state.accept(watch_id) {
+        return Ok(None);
+    }
+    let nonce = ctx.next_nonce();
+    let message = answer.encode(&nonce)?;
+    answer.report(ctx, &nonce, &message);
+    // The same map the subscription keeps: the status links to it.
+    ctx.status
+        .sent(answer.type_url(), answer.version(), answer.returned());
+    let (version, returned) = answer.into_sent();
+    state.record_sent(&nonce, version, returned);
+    Ok(Some(message))
 }
 
 /// The pending answers, in ADS order (oldest first within a type).
