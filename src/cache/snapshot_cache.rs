@@ -49,7 +49,7 @@ struct Inner<H> {
     hash: H,
     // Lock order: `nodes`, then one node's state. A node's lock is held only
     // to evaluate and take watches; answers are delivered after it is released.
-    nodes: RwLock<HashMap<String, Arc<Mutex<NodeState>>>>,
+    nodes: RwLock<HashMap<String, Arc<Mutex<NodeState>>, ahash::RandomState>>,
     next_watch_id: AtomicU64,
     evict_idle_nodes: AtomicBool,
 }
@@ -149,7 +149,7 @@ impl<H: NodeHash> SnapshotCache<H> {
             inner: Arc::new(Inner {
                 ads,
                 hash,
-                nodes: RwLock::new(HashMap::new()),
+                nodes: RwLock::new(HashMap::default()),
                 next_watch_id: AtomicU64::new(1),
                 evict_idle_nodes: AtomicBool::new(true),
             }),
@@ -170,7 +170,7 @@ impl<H: NodeHash> SnapshotCache<H> {
     pub fn set_snapshot(&self, node: &str, snapshot: Snapshot) {
         let _update = crate::metrics::CacheUpdate::snapshot();
         let ads = self.inner.ads;
-        let answers = self.with_node(node, |state| {
+        let (answers, _) = self.with_node(node, |state| {
             let answers = state.take_answers(
                 |w| sotw_response(&snapshot, w, ads),
                 |w| delta_answer(&snapshot, w),
@@ -276,15 +276,19 @@ impl<H: NodeHash> SnapshotCache<H> {
         ) -> Option<(ResponseSink<R>, R)>,
     ) -> WatchHandle {
         let watch_id = self.inner.next_watch_id.fetch_add(1, Ordering::Relaxed);
-        let answered = self.with_node(&key, |state| answer_or_store(state, watch_id, sink));
+        let (answered, entry) =
+            self.with_node(&key, |state| answer_or_store(state, watch_id, sink));
         match answered {
             Some((sink, response)) => {
                 sink.send(response);
                 WatchHandle::answered()
             }
             None => {
+                // Cancelling goes straight to the node's state: no map
+                // lookup per watch, of which every ACK opens one.
                 let inner = Arc::downgrade(&self.inner);
-                WatchHandle::new(move || cancel_watch(&inner, &key, watch_id))
+                let entry = Arc::downgrade(&entry);
+                WatchHandle::new(move || cancel_watch(&inner, &entry, &key, watch_id))
             }
         }
     }
@@ -292,17 +296,21 @@ impl<H: NodeHash> SnapshotCache<H> {
     /// Runs `f` on a node's state, creating it if needed. The map lock is
     /// held (shared) throughout so `clear_snapshot` cannot drop the state
     /// from under a watch being added to it.
-    fn with_node<T>(&self, node: &str, f: impl FnOnce(&mut NodeState) -> T) -> T {
+    fn with_node<T>(
+        &self,
+        node: &str,
+        f: impl FnOnce(&mut NodeState) -> T,
+    ) -> (T, Arc<Mutex<NodeState>>) {
         {
             let nodes = self.inner.nodes.read();
             if let Some(entry) = nodes.get(node) {
-                return f(&mut entry.lock());
+                return (f(&mut entry.lock()), Arc::clone(entry));
             }
         }
         let mut nodes = self.inner.nodes.write();
         let entry = nodes.entry(node.to_string()).or_default();
         let result = f(&mut entry.lock());
-        result
+        (result, Arc::clone(entry))
     }
 }
 
@@ -404,21 +412,30 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
     }
 }
 
-fn cancel_watch<H>(inner: &Weak<Inner<H>>, key: &str, watch_id: u64) {
-    let Some(inner) = inner.upgrade() else { return };
+fn cancel_watch<H>(
+    inner: &Weak<Inner<H>>,
+    entry: &Weak<Mutex<NodeState>>,
+    key: &str,
+    watch_id: u64,
+) {
+    // A state already dropped (node cleared) took its watches with it.
+    let Some(entry) = entry.upgrade() else { return };
     let idle = {
-        let nodes = inner.nodes.read();
-        let Some(entry) = nodes.get(key) else { return };
         let mut state = entry.lock();
         if state.watches.remove(&watch_id).is_none() {
             state.delta_watches.remove(&watch_id);
         }
         state.is_idle()
     };
+    let Some(inner) = inner.upgrade() else { return };
     if idle && inner.evict_idle_nodes.load(Ordering::Relaxed) {
         let mut nodes = inner.nodes.write();
-        // Check again: a stream may have opened a watch since.
-        if nodes.get(key).is_some_and(|entry| entry.lock().is_idle()) {
+        // Check again: a stream may have opened a watch since, or the node
+        // may have been cleared and opened anew.
+        if nodes
+            .get(key)
+            .is_some_and(|e| Arc::ptr_eq(e, &entry) && e.lock().is_idle())
+        {
             nodes.remove(key);
         }
     }
