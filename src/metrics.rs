@@ -173,7 +173,7 @@ pub(crate) enum StreamKind {
 }
 
 impl StreamKind {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             StreamKind::Sotw => "sotw",
             StreamKind::Delta => "delta",

@@ -7,14 +7,13 @@
 //! A NACK is reported; the rejected resources are not sent again because the
 //! stream records them as sent, so only a later change goes out.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::callbacks::{Nack, SentDeltaResponse};
-use super::stream::{in_ads_order, stamp, Answer, Protocol, StreamContext, TypeState};
+use super::stream::{open_type, Answer, Protocol, StreamContext, StreamCore};
 use super::wire::{self, WireMessage};
 use crate::cache::{
     DeltaResponse, DeltaWatchRequest, ResponseQueue, ReturnedResources, Subscription,
@@ -22,18 +21,13 @@ use crate::cache::{
 use crate::metrics;
 
 pub(crate) struct DeltaStream {
-    ctx: StreamContext,
-    // Looked up by type URL with every request and response: a fast hash.
-    types: HashMap<String, TypeState, ahash::RandomState>,
-    queue: Arc<ResponseQueue<DeltaResponse>>,
+    core: StreamCore<DeltaResponse>,
 }
 
 impl DeltaStream {
     pub(crate) fn new(ctx: StreamContext) -> Self {
         DeltaStream {
-            ctx,
-            types: HashMap::default(),
-            queue: ResponseQueue::new(),
+            core: StreamCore::new(ctx),
         }
     }
 }
@@ -77,11 +71,11 @@ impl Protocol for DeltaStream {
     const KIND: metrics::StreamKind = metrics::StreamKind::Delta;
 
     fn queue(&self) -> Arc<ResponseQueue<DeltaResponse>> {
-        Arc::clone(&self.queue)
+        Arc::clone(&self.core.queue)
     }
 
     fn handle_request(&mut self, mut request: DeltaDiscoveryRequest) -> Result<(), Status> {
-        let ctx = &mut self.ctx;
+        let ctx = &mut self.core.ctx;
         ctx.backfill_node(&mut request.node);
         ctx.check_type_url(&mut request.type_url)?;
         metrics::delta_request(&request);
@@ -90,7 +84,7 @@ impl Protocol for DeltaStream {
             .on_stream_delta_request(ctx.id, &request)?;
 
         let type_url = request.type_url.clone();
-        let state = match self.types.get_mut(&type_url) {
+        let state = match self.core.types.get_mut(&type_url) {
             Some(state) => {
                 state.watch = None;
                 state.change_subscription(&ctx.status, &type_url, |sub| {
@@ -101,20 +95,14 @@ impl Protocol for DeltaStream {
                 });
                 state
             }
-            None => {
-                ctx.check_type_budget(self.types.len())?;
-                let legacy = ctx.shared.options.legacy_wildcard.allowed_for(&type_url);
-                let subscription = Subscription::delta(
+            None => open_type(ctx, &mut self.core.types, &type_url, |legacy| {
+                Subscription::delta(
                     &request.resource_names_subscribe,
                     &request.resource_names_unsubscribe,
                     &request.initial_resource_versions,
                     legacy,
-                );
-                let state = TypeState::new(subscription);
-                ctx.status
-                    .holds(&type_url, state.subscription.shared_returned());
-                self.types.entry(type_url.clone()).or_insert(state)
-            }
+                )
+            })?,
         };
 
         if let Some(error) = &request.error_detail {
@@ -131,19 +119,9 @@ impl Protocol for DeltaStream {
                 nonce: &request.response_nonce,
                 error,
             };
-            tracing::warn!(
-                stream = ctx.id,
-                type_url,
-                version = rejected,
-                error = error.message,
-                "client rejected a delta response (NACK)"
-            );
-            ctx.shared.callbacks.on_stream_nack(ctx.id, &nack);
-            metrics::nack(metrics::StreamKind::Delta, &type_url);
-            ctx.status.rejected(&type_url, rejected, &error.message);
+            ctx.report_nack(metrics::StreamKind::Delta, &nack);
         } else if !state.last_nonce.is_empty() && request.response_nonce == state.last_nonce {
-            ctx.status.acked(&type_url, &state.last_version);
-            metrics::ack(metrics::StreamKind::Delta, &type_url);
+            ctx.report_ack(metrics::StreamKind::Delta, &type_url, &state.last_version);
         }
 
         state.watch_id = ctx.next_watch_id();
@@ -153,7 +131,7 @@ impl Protocol for DeltaStream {
             // Nothing sent for the type yet: however many requests came.
             first: state.last_nonce.is_empty(),
         };
-        let sink = self.queue.sink(state.watch_id);
+        let sink = self.core.queue.sink(state.watch_id);
         let handle = ctx
             .shared
             .cache
@@ -164,18 +142,15 @@ impl Protocol for DeltaStream {
     }
 
     fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status> {
-        let mut messages = Vec::new();
-        for (watch_id, response) in in_ads_order(&self.queue, DeltaResponse::type_url) {
-            messages.extend(stamp(&mut self.ctx, &mut self.types, watch_id, response)?);
-        }
-        Ok(messages)
+        self.core.take_ready()
     }
 
     fn close(&mut self) {
-        self.types.clear();
-        self.ctx
+        self.core.types.clear();
+        self.core
+            .ctx
             .shared
             .callbacks
-            .on_delta_stream_closed(self.ctx.id, self.ctx.node.as_ref());
+            .on_delta_stream_closed(self.core.ctx.id, self.core.ctx.node.as_ref());
     }
 }

@@ -5,31 +5,25 @@
 //! ignored; a NACK opens the next watch at the rejected version, so the cache
 //! holds it until the snapshot changes instead of resending it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
 use super::callbacks::{Nack, SentResponse};
-use super::stream::{in_ads_order, stamp, Answer, Protocol, StreamContext, TypeState};
+use super::stream::{open_type, Answer, Protocol, StreamContext, StreamCore};
 use super::wire::{self, WireMessage};
 use crate::cache::{ResponseQueue, ReturnedResources, SotwResponse, Subscription, WatchRequest};
 use crate::metrics;
 
 pub(crate) struct SotwStream {
-    ctx: StreamContext,
-    // Looked up by type URL with every request and response: a fast hash.
-    types: HashMap<String, TypeState, ahash::RandomState>,
-    queue: Arc<ResponseQueue<SotwResponse>>,
+    core: StreamCore<SotwResponse>,
 }
 
 impl SotwStream {
     pub(crate) fn new(ctx: StreamContext) -> Self {
         SotwStream {
-            ctx,
-            types: HashMap::default(),
-            queue: ResponseQueue::new(),
+            core: StreamCore::new(ctx),
         }
     }
 }
@@ -66,18 +60,18 @@ impl Protocol for SotwStream {
     const KIND: metrics::StreamKind = metrics::StreamKind::Sotw;
 
     fn queue(&self) -> Arc<ResponseQueue<SotwResponse>> {
-        Arc::clone(&self.queue)
+        Arc::clone(&self.core.queue)
     }
 
     fn handle_request(&mut self, mut request: DiscoveryRequest) -> Result<(), Status> {
-        let ctx = &mut self.ctx;
+        let ctx = &mut self.core.ctx;
         ctx.backfill_node(&mut request.node);
         ctx.check_type_url(&mut request.type_url)?;
         metrics::sotw_request(&request);
         ctx.shared.callbacks.on_stream_request(ctx.id, &request)?;
 
         let type_url = request.type_url.clone();
-        let state = match self.types.get_mut(&type_url) {
+        let state = match self.core.types.get_mut(&type_url) {
             Some(state) => {
                 if !state.last_nonce.is_empty() && request.response_nonce != state.last_nonce {
                     tracing::debug!(
@@ -95,21 +89,15 @@ impl Protocol for SotwStream {
                 });
                 state
             }
-            None => {
-                ctx.check_type_budget(self.types.len())?;
-                let legacy = ctx.shared.options.legacy_wildcard.allowed_for(&type_url);
-                let state = TypeState::new(Subscription::sotw(&request.resource_names, legacy));
-                ctx.status
-                    .holds(&type_url, state.subscription.shared_returned());
-                self.types.entry(type_url.clone()).or_insert(state)
-            }
+            None => open_type(ctx, &mut self.core.types, &type_url, |legacy| {
+                Subscription::sotw(&request.resource_names, legacy)
+            })?,
         };
 
         let acks_latest =
             !state.last_nonce.is_empty() && request.response_nonce == state.last_nonce;
         if acks_latest && request.error_detail.is_none() && !state.nacked {
-            ctx.status.acked(&type_url, &request.version_info);
-            metrics::ack(metrics::StreamKind::Sotw, &type_url);
+            ctx.report_ack(metrics::StreamKind::Sotw, &type_url, &request.version_info);
         }
         let version_info = match &request.error_detail {
             Some(error) if !state.last_nonce.is_empty() => {
@@ -121,17 +109,7 @@ impl Protocol for SotwStream {
                     nonce: &request.response_nonce,
                     error,
                 };
-                tracing::warn!(
-                    stream = ctx.id,
-                    type_url,
-                    version = &*state.last_version,
-                    error = error.message,
-                    "client rejected a response (NACK)"
-                );
-                ctx.shared.callbacks.on_stream_nack(ctx.id, &nack);
-                metrics::nack(metrics::StreamKind::Sotw, &type_url);
-                ctx.status
-                    .rejected(&type_url, &state.last_version, &error.message);
+                ctx.report_nack(metrics::StreamKind::Sotw, &nack);
                 state.nacked = true;
                 state.last_version.to_string()
             }
@@ -147,7 +125,7 @@ impl Protocol for SotwStream {
             version_info,
             subscription: Arc::clone(&state.subscription),
         };
-        let sink = self.queue.sink(state.watch_id);
+        let sink = self.core.queue.sink(state.watch_id);
         let handle = ctx
             .shared
             .cache
@@ -158,18 +136,15 @@ impl Protocol for SotwStream {
     }
 
     fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status> {
-        let mut messages = Vec::new();
-        for (watch_id, response) in in_ads_order(&self.queue, SotwResponse::type_url) {
-            messages.extend(stamp(&mut self.ctx, &mut self.types, watch_id, response)?);
-        }
-        Ok(messages)
+        self.core.take_ready()
     }
 
     fn close(&mut self) {
-        self.types.clear();
-        self.ctx
+        self.core.types.clear();
+        self.core
+            .ctx
             .shared
             .callbacks
-            .on_stream_closed(self.ctx.id, self.ctx.node.as_ref());
+            .on_stream_closed(self.core.ctx.id, self.core.ctx.node.as_ref());
     }
 }

@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::callbacks::StreamId;
+use super::callbacks::{Nack, StreamId};
 use super::client_status::StatusHandle;
 use super::wire::WireMessage;
 use super::Shared;
@@ -180,6 +180,29 @@ impl StreamContext {
         Ok(())
     }
 
+    /// Records that the client acknowledged `version` of a type.
+    pub(crate) fn report_ack(&self, kind: metrics::StreamKind, type_url: &str, version: &str) {
+        self.status.acked(type_url, version);
+        metrics::ack(kind, type_url);
+    }
+
+    /// Reports a client's rejection (NACK) to the log, the callbacks, the
+    /// metrics and the stream's status.
+    pub(crate) fn report_nack(&self, kind: metrics::StreamKind, nack: &Nack<'_>) {
+        tracing::warn!(
+            stream = self.id,
+            kind = kind.as_str(),
+            type_url = nack.type_url,
+            version = nack.rejected_version,
+            error = nack.error.message,
+            "client rejected a response (NACK)"
+        );
+        self.shared.callbacks.on_stream_nack(self.id, nack);
+        metrics::nack(kind, nack.type_url);
+        self.status
+            .rejected(nack.type_url, nack.rejected_version, &nack.error.message);
+    }
+
     /// A fresh nonce for a response.
     pub(crate) fn next_nonce(&mut self) -> String {
         self.nonce += 1;
@@ -276,37 +299,70 @@ pub(crate) trait Answer: Sized {
     fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>);
 }
 
-/// Turns an answer into the message to send, encoded, and records what the
-/// client now has; `None` for an answer to a watch since replaced.
-pub(crate) fn stamp<A: Answer>(
-    ctx: &mut StreamContext,
-    types: &mut HashMap<String, TypeState, ahash::RandomState>,
-    watch_id: u64,
-    answer: A,
-) -> Result<Option<WireMessage>, Status> {
-    let Some(state) = types.get_mut(answer.type_url()) else {
-        return Ok(None);
-    };
-    if !state.accept(watch_id) {
-        return Ok(None);
-    }
-    let nonce = ctx.next_nonce();
-    let message = answer.encode(&nonce)?;
-    answer.report(ctx, &nonce, &message);
-    // The same map the subscription keeps: the status links to it.
+/// The state of a type the stream starts to watch, within its budget of
+/// types; `subscription` is given whether legacy wildcard applies.
+pub(crate) fn open_type<'a>(
+    ctx: &StreamContext,
+    types: &'a mut HashMap<String, TypeState, ahash::RandomState>,
+    type_url: &str,
+    subscription: impl FnOnce(bool) -> Subscription,
+) -> Result<&'a mut TypeState, Status> {
+    ctx.check_type_budget(types.len())?;
+    let legacy = ctx.shared.options.legacy_wildcard.allowed_for(type_url);
+    let state = TypeState::new(subscription(legacy));
     ctx.status
-        .sent(answer.type_url(), answer.version(), answer.returned());
-    let (version, returned) = answer.into_sent();
-    state.record_sent(&nonce, version, returned);
-    Ok(Some(message))
+        .holds(type_url, state.subscription.shared_returned());
+    Ok(types.entry(type_url.to_string()).or_insert(state))
 }
 
-/// The pending answers, in ADS order (oldest first within a type).
-pub(crate) fn in_ads_order<R>(
-    queue: &ResponseQueue<R>,
-    type_url: impl Fn(&R) -> &str,
-) -> Vec<(u64, R)> {
-    let mut pending = queue.take();
-    pending.sort_by_key(|(_, response)| resource::response_order(type_url(response)));
-    pending
+/// What both protocols keep per stream: its context, its per-type state,
+/// and the queue the cache answers its watches through.
+pub(crate) struct StreamCore<A> {
+    pub(crate) ctx: StreamContext,
+    // Looked up by type URL with every request and response: a fast hash.
+    pub(crate) types: HashMap<String, TypeState, ahash::RandomState>,
+    pub(crate) queue: Arc<ResponseQueue<A>>,
+}
+
+impl<A: Answer> StreamCore<A> {
+    pub(crate) fn new(ctx: StreamContext) -> Self {
+        StreamCore {
+            ctx,
+            types: HashMap::default(),
+            queue: ResponseQueue::new(),
+        }
+    }
+
+    /// The pending answers as messages, in ADS order (oldest first within a
+    /// type), each recorded as sent.
+    pub(crate) fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status> {
+        let mut pending = self.queue.take();
+        pending.sort_by_key(|(_, answer)| resource::response_order(answer.type_url()));
+        let mut messages = Vec::new();
+        for (watch_id, answer) in pending {
+            messages.extend(self.stamp(watch_id, answer)?);
+        }
+        Ok(messages)
+    }
+
+    /// Turns an answer into the message to send, encoded, and records what
+    /// the client now has; `None` for an answer to a watch since replaced.
+    fn stamp(&mut self, watch_id: u64, answer: A) -> Result<Option<WireMessage>, Status> {
+        let Some(state) = self.types.get_mut(answer.type_url()) else {
+            return Ok(None);
+        };
+        if !state.accept(watch_id) {
+            return Ok(None);
+        }
+        let ctx = &mut self.ctx;
+        let nonce = ctx.next_nonce();
+        let message = answer.encode(&nonce)?;
+        answer.report(ctx, &nonce, &message);
+        // The same map the subscription keeps: the status links to it.
+        ctx.status
+            .sent(answer.type_url(), answer.version(), answer.returned());
+        let (version, returned) = answer.into_sent();
+        state.record_sent(&nonce, version, returned);
+        Ok(Some(message))
+    }
 }
