@@ -319,16 +319,8 @@ impl ControlPlane {
         let port = listener.local_addr().expect("xDS server address").port();
         let router = tonic::transport::Server::builder()
             .accept_http1(rest)
-            .add_optional_service(rest.then(|| server.rest_gateway()))
-            .add_service(server.ads_service())
-            .add_service(server.cds_service())
-            .add_service(server.eds_service())
-            .add_service(server.lds_service())
-            .add_service(server.rds_service())
-            .add_service(server.srds_service())
-            .add_service(server.sds_service())
-            .add_service(server.rtds_service())
-            .add_service(server.ecds_service());
+            .add_routes(server.discovery_routes())
+            .add_optional_service(rest.then(|| server.rest_gateway()));
         let task = tokio::spawn(async move {
             router
                 .serve_with_incoming(TcpListenerStream::new(listener))

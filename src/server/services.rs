@@ -292,7 +292,28 @@ macro_rules! xds_services {
             pub fn $method(&self) -> $Service {
                 $Service(ServiceCore::new(self))
             }
-        )*}
+        )*
+
+            /// ADS and every per-type discovery service at once, for
+            /// `tonic::transport::Server::add_routes` (each with the default
+            /// request size limit).
+            ///
+            /// ```no_run
+            /// # use xds_control_plane::{IdHash, Server, SnapshotCache};
+            /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+            /// let server = Server::new(SnapshotCache::new(true, IdHash), ());
+            /// tonic::transport::Server::builder()
+            ///     .add_routes(server.discovery_routes())
+            ///     .serve("127.0.0.1:18000".parse()?)
+            ///     .await?;
+            /// # Ok(()) }
+            /// ```
+            pub fn discovery_routes(&self) -> tonic::service::Routes {
+                let mut routes = tonic::service::RoutesBuilder::default();
+                $(routes.add_service(self.$method());)*
+                routes.routes()
+            }
+        }
 
         $(
             $(#[$doc])*

@@ -125,18 +125,7 @@ impl Served {
     pub async fn start(server: &Server) -> Served {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = tonic::transport::Server::builder()
-            .add_service(server.ads_service())
-            .add_service(server.cds_service())
-            .add_service(server.eds_service())
-            .add_service(server.lds_service())
-            .add_service(server.rds_service())
-            .add_service(server.srds_service())
-            .add_service(server.sds_service())
-            .add_service(server.rtds_service())
-            .add_service(server.ecds_service())
-            .add_service(server.leds_service())
-            .add_service(server.vhds_service());
+        let router = tonic::transport::Server::builder().add_routes(server.discovery_routes());
         let task = tokio::spawn(async move {
             router
                 .serve_with_incoming(TcpListenerStream::new(listener))
