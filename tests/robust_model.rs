@@ -25,16 +25,18 @@
 //! exactly how many responses to read.
 
 mod common;
+#[path = "common/model.rs"]
+mod model;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
+use model::{check, pick, Observer, CDS, CLUSTERS, EDS, ENDPOINTS, MAX_OPS, PROBE};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRng, TestRunner};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -43,16 +45,9 @@ use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
 };
 use xds_control_plane::envoy_types::pb::google::rpc::Status as RpcStatus;
 use xds_control_plane::resource::type_url::{CLUSTER, ENDPOINT};
-use xds_control_plane::server::{Callbacks, StreamId};
 use xds_control_plane::{IdHash, Server, SnapshotCache};
 
 const NODE: &str = "model";
-const PROBE: &str = "type.googleapis.com/xds.test.Probe";
-const CLUSTERS: [&str; 4] = ["c0", "c1", "c2", "c3"];
-const ENDPOINTS: [&str; 5] = ["e0", "e1", "e2", "e3", "e4"];
-const MAX_OPS: usize = 40;
-const CDS: usize = 0;
-const EDS: usize = 1;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -83,45 +78,6 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<bool>(), any::<u8>(), any::<usize>())
             .prop_map(|(eds, names, pick)| Op::StaleNonce { eds, names, pick }),
     ]
-}
-
-fn pick(bits: u8, names: &[&str]) -> BTreeSet<String> {
-    names
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| bits & (1 << i) != 0)
-        .map(|(_, n)| n.to_string())
-        .collect()
-}
-
-/// Counts probes the server has read and responses it has sent.
-#[derive(Default)]
-struct Observer {
-    probes: AtomicUsize,
-    responses: AtomicUsize,
-    probed: Notify,
-}
-
-impl Callbacks for Observer {
-    fn on_stream_request(
-        &self,
-        _stream: StreamId,
-        request: &DiscoveryRequest,
-    ) -> Result<(), tonic::Status> {
-        if request.type_url == PROBE {
-            self.probes.fetch_add(1, Ordering::SeqCst);
-            self.probed.notify_one();
-        }
-        Ok(())
-    }
-    fn on_stream_response(
-        &self,
-        _stream: StreamId,
-        _request: &DiscoveryRequest,
-        _response: &xds_control_plane::server::SentResponse<'_>,
-    ) {
-        self.responses.fetch_add(1, Ordering::SeqCst);
-    }
 }
 
 /// The latest response of a type, as the client saw it.
@@ -227,18 +183,6 @@ struct Case {
     trace: Vec<String>,
 }
 
-macro_rules! check {
-    ($case:expr, $cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(TestCaseError::fail(format!(
-                "{}\ntrace:\n{}",
-                format!($($msg)+),
-                $case.trace.join("\n")
-            )));
-        }
-    };
-}
-
 impl Case {
     async fn start(eds_names: BTreeSet<String>, ads: bool) -> Case {
         let cache = SnapshotCache::new(ads, IdHash);
@@ -340,27 +284,14 @@ impl Case {
         let mut probe = request(NODE, PROBE, "", "", &[]);
         probe.response_nonce = String::new();
         self.tx.send(probe).await.unwrap();
-        let deadline = Instant::now() + PATIENCE;
-        while self.observer.probes.load(Ordering::SeqCst) < self.probes_sent {
-            check!(
-                self,
-                Instant::now() < deadline,
-                "the server never read the probe"
-            );
-            let _ =
-                tokio::time::timeout(Duration::from_millis(50), self.observer.probed.notified())
-                    .await;
-        }
-        let sent = self.observer.responses.load(Ordering::SeqCst);
-        let mut responses = Vec::new();
-        while self.responses_read < sent {
-            match tokio::time::timeout(PATIENCE, self.rx.message()).await {
-                Ok(Ok(Some(response))) => responses.push(response),
-                other => check!(self, false, "expected a response: {other:?}"),
-            }
-            self.responses_read += 1;
-        }
-        Ok(responses)
+        self.observer
+            .responses_after_probe(
+                self.probes_sent,
+                &mut self.rx,
+                &mut self.responses_read,
+                &self.trace,
+            )
+            .await
     }
 
     /// Checks the responses one operation caused against what the model

@@ -20,16 +20,18 @@
 //!   removals it rejected itself.
 
 mod common;
+#[path = "common/model.rs"]
+mod model;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
+use model::{check, pick, Observer, CDS, CLUSTERS, EDS, ENDPOINTS, MAX_OPS, PROBE};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRng, TestRunner};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use xds_control_plane::envoy_types::pb::envoy::config::endpoint::v3::{
@@ -42,16 +44,9 @@ use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
 use xds_control_plane::envoy_types::pb::google::rpc::Status as RpcStatus;
 use xds_control_plane::resource::type_url::{CLUSTER, ENDPOINT};
 use xds_control_plane::resource::ResourceType;
-use xds_control_plane::server::{Callbacks, StreamId};
 use xds_control_plane::{IdHash, Server, Snapshot, SnapshotCache};
 
 const NODE: &str = "delta-model";
-const PROBE: &str = "type.googleapis.com/xds.test.Probe";
-const CLUSTERS: [&str; 4] = ["c0", "c1", "c2", "c3"];
-const ENDPOINTS: [&str; 5] = ["e0", "e1", "e2", "e3", "e4"];
-const MAX_OPS: usize = 40;
-const CDS: usize = 0;
-const EDS: usize = 1;
 const TYPES: [ResourceType; 2] = [ResourceType::Cluster, ResourceType::Endpoint];
 
 #[derive(Debug, Clone)]
@@ -86,44 +81,6 @@ fn op() -> impl Strategy<Value = Op> {
         4 => any::<bool>().prop_map(|eds| Op::Ack { eds }),
         2 => any::<bool>().prop_map(|eds| Op::Nack { eds }),
     ]
-}
-
-fn pick(bits: u8, names: &[&str]) -> BTreeSet<String> {
-    names
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| bits & (1 << i) != 0)
-        .map(|(_, n)| n.to_string())
-        .collect()
-}
-
-#[derive(Default)]
-struct Observer {
-    probes: AtomicUsize,
-    responses: AtomicUsize,
-    probed: Notify,
-}
-
-impl Callbacks for Observer {
-    fn on_stream_delta_request(
-        &self,
-        _stream: StreamId,
-        request: &DeltaDiscoveryRequest,
-    ) -> Result<(), tonic::Status> {
-        if request.type_url == PROBE {
-            self.probes.fetch_add(1, Ordering::SeqCst);
-            self.probed.notify_one();
-        }
-        Ok(())
-    }
-    fn on_stream_delta_response(
-        &self,
-        _stream: StreamId,
-        _request: &DeltaDiscoveryRequest,
-        _response: &xds_control_plane::server::SentDeltaResponse<'_>,
-    ) {
-        self.responses.fetch_add(1, Ordering::SeqCst);
-    }
 }
 
 /// A snapshot: its version, and per type each name's content number.
@@ -231,18 +188,6 @@ struct Case {
     trace: Vec<String>,
 }
 
-macro_rules! check {
-    ($case:expr, $cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(TestCaseError::fail(format!(
-                "{}\ntrace:\n{}",
-                format!($($msg)+),
-                $case.trace.join("\n")
-            )));
-        }
-    };
-}
-
 fn type_url(t: usize) -> &'static str {
     [CLUSTER, ENDPOINT][t]
 }
@@ -305,27 +250,14 @@ impl Case {
             .send(delta_request(NODE, PROBE, &[], &[]))
             .await
             .unwrap();
-        let deadline = Instant::now() + PATIENCE;
-        while self.observer.probes.load(Ordering::SeqCst) < self.probes_sent {
-            check!(
-                self,
-                Instant::now() < deadline,
-                "the server never read the probe"
-            );
-            let _ =
-                tokio::time::timeout(Duration::from_millis(50), self.observer.probed.notified())
-                    .await;
-        }
-        let sent = self.observer.responses.load(Ordering::SeqCst);
-        let mut responses = Vec::new();
-        while self.responses_read < sent {
-            match tokio::time::timeout(PATIENCE, self.rx.message()).await {
-                Ok(Ok(Some(response))) => responses.push(response),
-                other => check!(self, false, "expected a response: {other:?}"),
-            }
-            self.responses_read += 1;
-        }
-        Ok(responses)
+        self.observer
+            .responses_after_probe(
+                self.probes_sent,
+                &mut self.rx,
+                &mut self.responses_read,
+                &self.trace,
+            )
+            .await
     }
 
     /// Reads what an operation caused and checks it.
