@@ -33,7 +33,7 @@ use xds_control_plane::resource::type_url;
 use xds_control_plane::server::{Callbacks, Nack, SentDeltaResponse, SentResponse, StreamId};
 use xds_control_plane::test_support::envoy::{
     http_get, https_get, Bootstrap, EnvoyOptions, EnvoyProcess, HttpResponse, ResourceKind,
-    TestCerts, Upstream, DEFAULT_NODE_ID,
+    TestCerts, Upstream, DEFAULT_NODE_ID, REST_REFRESH_DELAY,
 };
 use xds_control_plane::test_support::{
     GeneratedResources, ListenerExpectation, TestResources, TlsMaterial, XdsMode,
@@ -719,7 +719,7 @@ async fn three_versions(mode: XdsMode, mux: bool) {
             .observer()
             .assert_no_nacks(&format!("{mode:?} {}", version_name(version)));
     }
-    check_streams(&setup);
+    check_streams(&setup).await;
     if let Some(linear) = &setup.control_plane.linear_eds {
         // Envoy's EDS watches wait on the LinearCache, not the snapshot.
         assert!(
@@ -743,7 +743,7 @@ async fn three_versions(mode: XdsMode, mux: bool) {
 
 /// ADS uses one aggregated stream; xds one stream per type, no ADS; REST
 /// polls, no stream at all.
-fn check_streams(setup: &Setup) {
+async fn check_streams(setup: &Setup) {
     let opened = setup.observer().opened.lock().clone();
     let types: BTreeSet<&str> = opened.iter().map(String::as_str).collect();
     match setup.mode {
@@ -753,14 +753,29 @@ fn check_streams(setup: &Setup) {
         XdsMode::Rest => {
             assert!(types.is_empty(), "streams opened: {opened:?}");
             // Envoy polls every REST_REFRESH_DELAY whether or not anything
-            // changed; the polls at the current version got 304s, which
-            // Envoy took as "keep what you have" (the versions held).
-            let polls = *setup.observer().fetch_requests.lock();
-            let answered: usize = setup.observer().responses.lock().values().sum();
-            assert!(
-                polls > answered,
-                "no REST poll was answered 304: {polls} polls, {answered} responses"
-            );
+            // changed; with nothing pushed since the last version, its next
+            // polls are at the current version and must get 304s, which
+            // Envoy takes as "keep what you have" (the versions held). A
+            // fast machine can apply all versions before any such poll, so
+            // wait for a few poll rounds rather than expecting one already.
+            let unanswered_poll = || {
+                let polls = *setup.observer().fetch_requests.lock();
+                let answered: usize = setup.observer().responses.lock().values().sum();
+                (
+                    polls > answered,
+                    format!("{polls} polls, {answered} responses"),
+                )
+            };
+            let deadline = Instant::now() + REST_REFRESH_DELAY * 10;
+            let (seen, counts) = loop {
+                let (seen, counts) = unanswered_poll();
+                if seen || Instant::now() >= deadline {
+                    break (seen, counts);
+                }
+                tokio::time::sleep(REST_REFRESH_DELAY / 5).await;
+            };
+            assert!(seen, "no REST poll was answered 304: {counts}");
+            eprintln!("REST: {counts}");
         }
         _ => {
             let want: BTreeSet<&str> = setup.shape.kinds().iter().map(|k| k.type_url()).collect();
