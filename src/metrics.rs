@@ -206,18 +206,26 @@ fn service(service_type: Option<&str>) -> (usize, &'static str) {
     (t.index() + 1, name)
 }
 
-/// Runs a stream's driver in its span, counted as an open stream until it
-/// ends (or is dropped unrun).
-pub(crate) fn observe_stream<F>(
+/// What watches one stream while it is open: its tracing span, and its
+/// count among open streams, which ends when this is dropped.
+pub(crate) struct StreamObserver {
+    span: tracing::Span,
+    _open: imp::OpenStream,
+}
+
+impl StreamObserver {
+    /// The span the stream's work runs in.
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+}
+
+/// Starts observing a stream: counts it open and opens its span.
+pub(crate) fn observe_stream(
     id: StreamId,
     kind: StreamKind,
     service_type: Option<&'static str>,
-    driver: F,
-) -> impl std::future::Future<Output = ()> + Send
-where
-    F: std::future::Future<Output = ()> + Send,
-{
-    use tracing::Instrument;
+) -> StreamObserver {
     let (slot, service) = service(service_type);
     let span = tracing::info_span!(
         "xds_stream",
@@ -226,12 +234,10 @@ where
         service,
         node_id = tracing::field::Empty,
     );
-    let open = imp::OpenStream::new(kind, slot, service);
-    async move {
-        let _open = open;
-        driver.await
+    StreamObserver {
+        span,
+        _open: imp::OpenStream::new(kind, slot, service),
     }
-    .instrument(span)
 }
 
 /// The stream learnt (or changed) its node: put its id on the stream span.

@@ -208,13 +208,13 @@ async fn shutdown_with_a_thousand_open_streams_is_prompt() {
 async fn shutdown_ends_streams_whose_clients_stopped_reading() {
     const STALLED: usize = 20;
     let cache = SnapshotCache::new(false, IdHash);
-    // 300 clusters of 1 KB: a 300 KB response, over the 64 KB windows the
-    // clients below grant.
-    let big = |version: &str| {
+    // 300 clusters of `width` bytes; at 1 KB, a 300 KB response, over the
+    // 64 KB windows the clients below grant.
+    let snapshot_of = |version: &str, width: usize| {
         let mut builder = Snapshot::builder(version);
         for i in 0..300 {
             let mut c = cluster(&format!("c{i:03}"));
-            c.alt_stat_name = format!("{i:0>1000}");
+            c.alt_stat_name = format!("{i:0>width$}");
             builder = builder.encoded(
                 ResourceType::Cluster,
                 &c.name,
@@ -228,7 +228,9 @@ async fn shutdown_ends_streams_whose_clients_stopped_reading() {
             .build()
             .unwrap()
     };
-    cache.set_snapshot("stalled", big("v0"));
+    // v0 fits the windows: every stream gets it, ACKs it and waits on four
+    // watches.
+    cache.set_snapshot("stalled", snapshot_of("v0", 10));
     let counts = Arc::new(Counts::default());
     let server = Server::new(cache.clone(), Arc::clone(&counts));
     let served = serve(&server).await;
@@ -255,7 +257,7 @@ async fn shutdown_ends_streams_whose_clients_stopped_reading() {
             .unwrap()
             .into_inner();
         // Subscribe and ACK the first responses (numbered 1 to 4) without
-        // reading them.
+        // reading them: they fit the windows.
         for (type_url, names) in subscriptions {
             tx.send(request("stalled", type_url, "", "", names))
                 .await
@@ -270,11 +272,12 @@ async fn shutdown_ends_streams_whose_clients_stopped_reading() {
         held.push((tx, responses));
     }
     wait_watches(&cache, "stalled", 4 * STALLED, 0).await;
-    // New versions, each ACKed blindly (with the nonces the server uses for
-    // a client that reads), until the unread responses fill HTTP/2 buffers
-    // and the stream's send queue: its task then waits to send.
+    // New versions of 300 KB, each ACKed blindly (with the nonces the server
+    // uses for a client that reads), until the unread responses fill the
+    // HTTP/2 windows: hyper then waits for the client and polls the stream
+    // no more.
     for k in 1..=4 {
-        cache.set_snapshot("stalled", big(&format!("v{k}")));
+        cache.set_snapshot("stalled", snapshot_of(&format!("v{k}"), 1000));
         for (tx, _) in &held {
             for (n, (type_url, names)) in subscriptions.into_iter().enumerate() {
                 let nonce = (4 * k + n + 1).to_string();

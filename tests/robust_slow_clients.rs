@@ -213,18 +213,29 @@ async fn stalled_clients_block_nothing_and_hold_bounded_memory() {
         }
         stalled.push(Stalled::attach(channel.clone(), node(i)).await);
     }
-    // Every stalled stream has ACKed v0: four open watches each (and the
-    // healthy client's two on the first node).
-    for n in 0..NODES {
-        let want = 4 * STALLED / NODES + if n == 0 { 2 } else { 0 };
-        let deadline = Instant::now() + PATIENCE;
-        while cache.status_info(&node(n)).map_or(0, |s| s.num_watches) != want {
-            assert!(
-                Instant::now() < deadline,
-                "stalled clients did not subscribe"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    // Every stalled stream was sent v0's clusters, which it does not read:
+    // over its window, so the stream now waits for its client (and reads
+    // none of its requests meanwhile).
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let sent_v0 = server
+            .client_status()
+            .iter()
+            .filter(|s| {
+                s.types
+                    .get(CLUSTER)
+                    .and_then(|t| t.sent.as_ref())
+                    .is_some_and(|(version, _)| version == "v0")
+            })
+            .count();
+        if sent_v0 == STALLED + 1 {
+            break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "stalled clients did not subscribe: {sent_v0} sent v0"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (attached, _) = live_heap();
 

@@ -8,11 +8,12 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use futures::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use super::{EncodedList, EncodedResource, ReturnedResources, Subscription};
 use crate::metrics::{self, PendingSince};
@@ -118,7 +119,8 @@ impl DeltaResponse {
 /// told apart and dropped.
 pub struct ResponseQueue<R> {
     pending: Mutex<Pending<R>>,
-    notify: Notify,
+    /// The stream waiting for answers (one consumer per queue).
+    waker: AtomicWaker,
 }
 
 struct Pending<R> {
@@ -135,7 +137,7 @@ impl<R> ResponseQueue<R> {
                 answers: Vec::new(),
                 since: PendingSince::new(),
             }),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
         })
     }
 
@@ -162,9 +164,21 @@ impl<R> ResponseQueue<R> {
         PendingSince::new()
     }
 
-    /// Waits until an answer may be pending.
+    /// Waits until an answer is pending.
     pub async fn notified(&self) {
-        self.notify.notified().await
+        std::future::poll_fn(|cx| self.poll_pending(cx)).await
+    }
+
+    /// Ready when an answer is pending; otherwise the task is woken when
+    /// one arrives. Meant for the one stream that owns the queue.
+    pub fn poll_pending(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before checking, so an answer pushed in between wakes.
+        self.waker.register(cx.waker());
+        if self.pending.lock().answers.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     }
 
     fn push(&self, watch_id: u64, response: R) {
@@ -172,7 +186,7 @@ impl<R> ResponseQueue<R> {
         pending.since.mark();
         pending.answers.push((watch_id, response));
         drop(pending);
-        self.notify.notify_one();
+        self.waker.wake();
     }
 }
 

@@ -47,6 +47,7 @@ mod client_status;
 mod csds;
 mod delta;
 mod fetch;
+mod frames;
 mod node_matcher;
 mod request_stream;
 #[cfg(feature = "rest")]
@@ -54,13 +55,13 @@ pub mod rest;
 mod services;
 mod sotw;
 mod stream;
+mod stream_body;
 mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -116,9 +117,6 @@ pub struct ServerOptions {
     /// Most distinct type URLs one ADS stream may watch; more ends the
     /// stream with `RESOURCE_EXHAUSTED`.
     pub max_types_per_stream: usize,
-    /// Responses queued for gRPC per stream before the stream waits for the
-    /// client to read.
-    pub send_buffer: usize,
 }
 
 impl Default for ServerOptions {
@@ -126,7 +124,6 @@ impl Default for ServerOptions {
         ServerOptions {
             legacy_wildcard: LegacyWildcard::Allowed,
             max_types_per_stream: 64,
-            send_buffer: 4,
         }
     }
 }
@@ -145,6 +142,7 @@ pub(crate) struct Shared {
     next_stream_id: AtomicU64,
     shutdown: CancellationToken,
     client_status: Arc<client_status::ClientStatusRegistry>,
+    open_streams: stream_body::OpenStreams,
 }
 
 impl Server {
@@ -167,6 +165,7 @@ impl Server {
                 next_stream_id: AtomicU64::new(1),
                 shutdown: CancellationToken::new(),
                 client_status: Default::default(),
+                open_streams: Default::default(),
             }),
         }
     }
@@ -180,6 +179,9 @@ impl Server {
     /// Ends every open stream with `UNAVAILABLE` and refuses new ones.
     pub fn shutdown(&self) {
         self.shared.shutdown.cancel();
+        // Streams whose clients stopped reading are not polled: close them
+        // here, so their watches and callbacks do not wait for the client.
+        self.shared.open_streams.close_all();
     }
 
     /// Opens a state-of-the-world stream; `service_type` is `None` for ADS.
@@ -188,7 +190,7 @@ impl Server {
         &self,
         requests: request_stream::RequestStream<DiscoveryRequest>,
         service_type: Option<&'static str>,
-    ) -> Result<services::Outgoing, Status> {
+    ) -> Result<tonic::body::Body, Status> {
         let callbacks = &self.shared.callbacks;
         let ctx = self.open_stream(
             service_type,
@@ -197,7 +199,7 @@ impl Server {
             |id| callbacks.on_stream_closed(id, None),
         )?;
         let (id, service) = (ctx.id, service_type);
-        Ok(self.spawn(sotw::SotwStream::new(ctx), requests, id, service))
+        Ok(self.stream_body(sotw::SotwStream::new(ctx), requests, id, service))
     }
 
     /// Opens an incremental (delta) stream; `service_type` is `None` for ADS.
@@ -205,7 +207,7 @@ impl Server {
         &self,
         requests: request_stream::RequestStream<DeltaDiscoveryRequest>,
         service_type: Option<&'static str>,
-    ) -> Result<services::Outgoing, Status> {
+    ) -> Result<tonic::body::Body, Status> {
         let callbacks = &self.shared.callbacks;
         let ctx = self.open_stream(
             service_type,
@@ -214,7 +216,7 @@ impl Server {
             |id| callbacks.on_delta_stream_closed(id, None),
         )?;
         let (id, service) = (ctx.id, service_type);
-        Ok(self.spawn(delta::DeltaStream::new(ctx), requests, id, service))
+        Ok(self.stream_body(delta::DeltaStream::new(ctx), requests, id, service))
     }
 
     /// Numbers a new stream and runs the open callback; a refused stream is
@@ -243,29 +245,27 @@ impl Server {
         ))
     }
 
-    /// Runs a protocol on its own task, in the stream's tracing span and
-    /// counted as open; the returned channel carries its encoded messages
-    /// to the response body.
-    fn spawn<P, S>(
+    /// The response body that runs a protocol: observed (its tracing span,
+    /// counted as open) until hyper drops it.
+    fn stream_body<P, S>(
         &self,
         protocol: P,
         requests: S,
         id: StreamId,
         service_type: Option<&'static str>,
-    ) -> services::Outgoing
+    ) -> tonic::body::Body
     where
-        P: stream::Protocol,
+        P: stream::Protocol + Unpin,
         S: futures::Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
     {
-        let (out, rx) = mpsc::channel(self.shared.options.send_buffer.max(1));
-        let driver = stream::drive(protocol, requests, out, Arc::clone(&self.shared));
-        tokio::spawn(crate::metrics::observe_stream(
+        let observer = crate::metrics::observe_stream(id, P::KIND, service_type);
+        tonic::body::Body::new(stream_body::StreamBody::new(
             id,
-            P::KIND,
-            service_type,
-            driver,
-        ));
-        rx
+            protocol,
+            requests,
+            Arc::clone(&self.shared),
+            observer,
+        ))
     }
 }
 

@@ -9,7 +9,8 @@
 //! no buffer between messages, and responses leave as the stream driver
 //! encoded them ([`super::wire`]): a head of their own and, for state of
 //! the world, a body shared with every stream sending the same answer,
-//! as two data frames. Unary `Fetch*` calls go through tonic's own
+//! joined into as few data frames as sensible
+//! ([`super::response_body`]). Unary `Fetch*` calls go through tonic's own
 //! `Grpc::unary`.
 
 use std::convert::Infallible;
@@ -20,15 +21,12 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use http_body::Frame;
-use tokio::sync::mpsc;
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::Status;
 use tonic_prost::ProstCodec;
 use tower_service::Service;
 
 use super::request_stream::{NodeRequest, RequestStream};
-use super::wire::WireMessage;
 use super::Server;
 use crate::resource::type_url;
 
@@ -90,13 +88,13 @@ impl ServiceCore {
         Box::pin(ready(Ok(response)))
     }
 
-    /// Opens a bidirectional stream with `open`, which spawns its driver and
-    /// returns the receiving end of its messages; a refusal (the open
-    /// callback's error, shutdown) is answered trailers-only.
+    /// Opens a bidirectional stream with `open`, which returns the body that
+    /// runs it; a refusal (the open callback's error, shutdown) is answered
+    /// trailers-only.
     fn stream<B, Req>(
         &self,
         request: http::Request<B>,
-        open: impl FnOnce(&Server, RequestStream<Req>) -> Result<Outgoing, Status>,
+        open: impl FnOnce(&Server, RequestStream<Req>) -> Result<tonic::body::Body, Status>,
     ) -> http::Response<tonic::body::Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -111,9 +109,8 @@ impl ServiceCore {
             self.max_decoding_message_size,
         );
         match open(&self.server, requests) {
-            Ok(outgoing) => {
-                let mut response =
-                    http::Response::new(tonic::body::Body::new(ResponseBody::new(outgoing)));
+            Ok(body) => {
+                let mut response = http::Response::new(body);
                 response.headers_mut().insert(
                     http::header::CONTENT_TYPE,
                     http::HeaderValue::from_static("application/grpc"),
@@ -143,9 +140,6 @@ impl ServiceCore {
     }
 }
 
-/// The receiving end of a stream driver's messages.
-pub(crate) type Outgoing = mpsc::Receiver<Result<WireMessage, Status>>;
-
 /// Requests must be uncompressed: no compression is enabled (as the
 /// generated services, which answer others with `UNIMPLEMENTED`).
 fn check_encoding(headers: &http::HeaderMap) -> Result<(), Status> {
@@ -169,83 +163,6 @@ fn check_encoding(headers: &http::HeaderMap) -> Result<(), Status> {
 /// A response carrying only a status, in its headers.
 fn trailers_only(status: Status) -> http::Response<tonic::body::Body> {
     status.into_http()
-}
-
-/// A streaming response body: each message the stream driver encoded is
-/// one or two data frames (its head, then its shared body), as is; then
-/// trailers with `grpc-status` (and
-/// `grpc-message`, percent-encoded) when the driver ends, with the status it
-/// ends with or OK. hyper drops the body when the client goes away, which
-/// closes the channel: the driver notices and stops.
-struct ResponseBody {
-    messages: Outgoing,
-    /// The second part of the message whose head was just yielded.
-    body: Option<Bytes>,
-    done: bool,
-}
-
-impl ResponseBody {
-    fn new(messages: Outgoing) -> Self {
-        ResponseBody {
-            messages,
-            body: None,
-            done: false,
-        }
-    }
-
-    fn trailers(&mut self, status: &Status) -> Frame<Bytes> {
-        self.done = true;
-        // Nothing more will be read: let the driver see it.
-        self.messages.close();
-        let mut trailers = http::HeaderMap::with_capacity(2);
-        if let Err(unencodable) = status.add_header(&mut trailers) {
-            trailers.clear();
-            tracing::warn!(%unencodable, "stream status not encodable as trailers");
-            Status::internal("stream failed")
-                .add_header(&mut trailers)
-                .expect("a static status encodes");
-        }
-        Frame::trailers(trailers)
-    }
-}
-
-impl http_body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        if let Some(body) = self.body.take() {
-            return Poll::Ready(Some(Ok(Frame::data(body))));
-        }
-        let frame = match std::task::ready!(self.messages.poll_recv(cx)) {
-            Some(Ok(message)) => {
-                let (head, body) = message.into_parts();
-                self.body = (!body.is_empty()).then_some(body);
-                Frame::data(head)
-            }
-            Some(Err(status)) => self.trailers(&status),
-            None => self.trailers(&Status::ok("")),
-        };
-        Poll::Ready(Some(Ok(frame)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done
-    }
-}
-
-impl fmt::Debug for ResponseBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseBody")
-            .field("done", &self.done)
-            .finish()
-    }
 }
 
 /// The unary `Fetch*` method of a per-type service.
@@ -472,8 +389,10 @@ mod tests {
     use envoy_types::pb::envoy::config::cluster::v3::Cluster;
     use envoy_types::pb::envoy::config::core::v3::Node;
     use http_body::Body as _;
+    use http_body::Frame;
     use prost::Message;
     use std::future::poll_fn;
+    use tokio::sync::mpsc;
 
     /// A request body fed by a channel, one data frame per message.
     struct RequestBody(mpsc::Receiver<Bytes>);
@@ -560,20 +479,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn each_message_is_a_head_and_a_shared_body_then_ok_trailers() {
+    async fn messages_go_out_framed_then_ok_trailers() {
         let mut service = server().ads_service();
         let (tx, response) = open(&mut service).await;
         assert_eq!(response.status(), http::StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "application/grpc");
         let mut body = response.into_body();
         tx.send(framed(&cds_request(&[]))).await.unwrap();
-        let head = next_frame(&mut body).await.into_data().expect("head");
-        let resources = next_frame(&mut body).await.into_data().expect("body");
-        let len = u32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
-        assert_eq!((head[0], len), (0, head.len() + resources.len() - 5));
-        let mut data = head[5..].to_vec();
-        data.extend_from_slice(&resources);
-        let message = DiscoveryResponse::decode(&data[..]).unwrap();
+        let data = next_frame(&mut body).await.into_data().expect("data");
+        let len = u32::from_be_bytes(data[1..5].try_into().unwrap()) as usize;
+        assert_eq!((data[0], len), (0, data.len() - 5));
+        let message = DiscoveryResponse::decode(&data[5..]).unwrap();
         assert_eq!(
             (message.version_info.as_str(), message.resources.len()),
             ("v1", 1)

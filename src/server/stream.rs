@@ -1,13 +1,11 @@
-//! The loop every xDS stream runs, state of the world or delta: read
-//! requests, send the cache's answers, stop when the client leaves or the
-//! server shuts down, then cancel every watch.
+//! What every xDS stream keeps and does, state of the world or delta: the
+//! [`Protocol`] a stream runs ([`super::stream_body`] drives it), its
+//! context, and its per-type state.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::callbacks::{Nack, StreamId};
@@ -41,68 +39,6 @@ pub(crate) trait Protocol: Send + 'static {
 
     /// Cancels every watch and reports the stream closed.
     fn close(&mut self);
-}
-
-/// Serves one stream with `protocol` until it ends.
-pub(crate) async fn drive<P, S>(
-    mut protocol: P,
-    mut requests: S,
-    out: mpsc::Sender<Result<WireMessage, Status>>,
-    shared: Arc<Shared>,
-) where
-    P: Protocol,
-    S: Stream<Item = Result<P::Request, Status>> + Unpin + Send,
-{
-    let queue = protocol.queue();
-    let shutdown = shared.shutdown.clone();
-    let ended: Result<(), Status> = 'serve: loop {
-        tokio::select! {
-            biased;
-            _ = out.closed() => break Ok(()),
-            _ = shutdown.cancelled() => break Err(shutting_down()),
-            // The push-latency stamp is read before take_ready empties the queue.
-            _ = queue.notified() => match (queue.pending_since(), protocol.take_ready()) {
-                (since, Ok(messages)) => {
-                    let count = messages.len();
-                    for message in messages {
-                        // A client that stopped reading must not hold up shutdown.
-                        tokio::select! {
-                            biased;
-                            _ = shutdown.cancelled() => break 'serve Err(shutting_down()),
-                            sent = out.send(Ok(message)) => if sent.is_err() {
-                                break 'serve Ok(());
-                            },
-                        }
-                    }
-                    metrics::pushed(P::KIND, since, count);
-                }
-                (_, Err(status)) => break Err(status),
-            },
-            next = requests.next() => match next {
-                Some(Ok(request)) => {
-                    if let Err(status) = protocol.handle_request(request) {
-                        break Err(status);
-                    }
-                }
-                // Tell the client why (e.g. a message over the size limit);
-                // if it is gone, the status goes nowhere.
-                Some(Err(status)) => {
-                    tracing::debug!(%status, "stream receive failed");
-                    break Err(status);
-                }
-                None => break Ok(()),
-            },
-        }
-    };
-    if let Err(status) = ended {
-        // The client may have stopped reading; never wait on it here.
-        let _ = out.try_send(Err(status));
-    }
-    protocol.close();
-}
-
-fn shutting_down() -> Status {
-    Status::unavailable("xDS server is shutting down")
 }
 
 /// What every protocol keeps about its stream.

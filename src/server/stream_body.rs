@@ -1,0 +1,277 @@
+//! The response body of an xDS stream, which also runs the stream.
+//!
+//! hyper polls a response body whenever the stream may send, and wakes it
+//! through whatever the body registered with. So the body itself reads the
+//! client's requests, takes the cache's answers and turns them into data
+//! frames: no task or channel per stream besides hyper's own, and no hop
+//! between tasks per message. When the client goes away hyper drops the
+//! body, which cancels every watch; a client that stops reading stops being
+//! polled, so it is not read from either until it reads again. Such a
+//! stream is still closed by [`OpenStreams::close_all`] when the server
+//! shuts down.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::Stream;
+use http_body::Frame;
+use parking_lot::Mutex;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+use tonic::Status;
+
+use super::callbacks::StreamId;
+use super::frames::Frames;
+use super::stream::Protocol;
+use super::Shared;
+use crate::cache::ResponseQueue;
+use crate::metrics::{self, StreamObserver};
+
+/// Requests handled in one poll before the body lets other tasks run.
+const REQUESTS_PER_POLL: usize = 32;
+
+/// A stream's response body: its messages as data frames, then trailers
+/// with `grpc-status` (and `grpc-message`, percent-encoded): the status
+/// the stream ended with, or OK when the client closed its side.
+pub(crate) struct StreamBody<P: Protocol, S> {
+    run: Run<P, S>,
+    id: StreamId,
+    shared: Arc<Shared>,
+    observer: StreamObserver,
+}
+
+/// The stream's state, apart from what observes it.
+struct Run<P: Protocol, S> {
+    /// Shared with [`OpenStreams`] only, to close it on shutdown.
+    protocol: Arc<Mutex<Guarded<P>>>,
+    requests: S,
+    queue: Arc<ResponseQueue<P::Answer>>,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    frames: Frames,
+    /// How the stream ended, once it has; sent after the queued frames.
+    end: Option<Status>,
+    /// The trailers went out: nothing more to send.
+    done: bool,
+}
+
+impl<P, S> StreamBody<P, S>
+where
+    P: Protocol + Unpin,
+    S: Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
+{
+    pub(crate) fn new(
+        id: StreamId,
+        protocol: P,
+        requests: S,
+        shared: Arc<Shared>,
+        observer: StreamObserver,
+    ) -> Self {
+        let queue = protocol.queue();
+        let protocol = Arc::new(Mutex::new(Guarded {
+            protocol,
+            closed: false,
+        }));
+        let closable: Weak<Mutex<Guarded<P>>> = Arc::downgrade(&protocol);
+        shared.open_streams.add(id, closable);
+        let run = Run {
+            protocol,
+            queue,
+            requests,
+            shutdown: Box::pin(shared.shutdown.clone().cancelled_owned()),
+            frames: Frames::default(),
+            end: None,
+            done: false,
+        };
+        StreamBody {
+            run,
+            id,
+            shared,
+            observer,
+        }
+    }
+}
+
+impl<P, S> Run<P, S>
+where
+    P: Protocol + Unpin,
+    S: Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
+{
+    /// Runs the stream until it has a frame to send or must wait.
+    fn poll_next_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
+        let Run {
+            protocol,
+            queue,
+            requests,
+            shutdown,
+            frames,
+            end,
+            done,
+        } = self;
+        let mut protocol = protocol.lock();
+        let mut handled = 0;
+        loop {
+            if let Some(data) = frames.pop() {
+                return Poll::Ready(Some(Frame::data(data)));
+            }
+            if *done {
+                return Poll::Ready(None);
+            }
+            if let Some(status) = end.take() {
+                protocol.close();
+                *done = true;
+                return Poll::Ready(Some(trailers(&status)));
+            }
+            if protocol.closed || shutdown.as_mut().poll(cx).is_ready() {
+                *end = Some(Status::unavailable("xDS server is shutting down"));
+                continue;
+            }
+            if queue.poll_pending(cx).is_ready() {
+                // The push-latency stamp is read before take_ready empties the queue.
+                let since = queue.pending_since();
+                match protocol.protocol.take_ready() {
+                    Ok(messages) => {
+                        metrics::pushed(P::KIND, since, messages.len());
+                        frames.push(messages);
+                    }
+                    Err(status) => *end = Some(status),
+                }
+                continue;
+            }
+            if handled == REQUESTS_PER_POLL {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            match Pin::new(&mut *requests).poll_next(cx) {
+                Poll::Ready(Some(Ok(request))) => {
+                    handled += 1;
+                    if let Err(status) = protocol.protocol.handle_request(request) {
+                        *end = Some(status);
+                    }
+                }
+                // Tell the client why (e.g. a message over the size limit);
+                // if it is gone, the status goes nowhere.
+                Poll::Ready(Some(Err(status))) => {
+                    tracing::debug!(%status, "stream receive failed");
+                    *end = Some(status);
+                }
+                Poll::Ready(None) => *end = Some(Status::ok("")),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// A stream's protocol, and whether it was closed (its watches cancelled).
+struct Guarded<P> {
+    protocol: P,
+    closed: bool,
+}
+
+impl<P: Protocol> Guarded<P> {
+    fn close(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.protocol.close();
+        }
+    }
+}
+
+/// A stream that can be closed from outside its body.
+trait Closable: Send + Sync {
+    fn close(&self);
+}
+
+impl<P: Protocol> Closable for Mutex<Guarded<P>> {
+    fn close(&self) {
+        self.lock().close();
+    }
+}
+
+/// The streams open on a server, so that shutting down can close those
+/// hyper no longer polls because their clients stopped reading.
+#[derive(Default)]
+pub(crate) struct OpenStreams(Mutex<HashMap<StreamId, Weak<dyn Closable>, ahash::RandomState>>);
+
+impl OpenStreams {
+    fn add(&self, id: StreamId, stream: Weak<dyn Closable>) {
+        self.0.lock().insert(id, stream);
+    }
+
+    fn remove(&self, id: StreamId) {
+        self.0.lock().remove(&id);
+    }
+
+    /// Closes every open stream: its watches are cancelled and the close
+    /// callback runs now, whether or not its client still reads.
+    pub(crate) fn close_all(&self) {
+        let open: Vec<Arc<dyn Closable>> =
+            self.0.lock().values().filter_map(Weak::upgrade).collect();
+        for stream in open {
+            stream.close();
+        }
+    }
+}
+
+impl fmt::Debug for OpenStreams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenStreams")
+            .field("open", &self.0.lock().len())
+            .finish()
+    }
+}
+
+/// The trailers carrying a stream's final status.
+fn trailers(status: &Status) -> Frame<Bytes> {
+    let mut trailers = http::HeaderMap::with_capacity(2);
+    if let Err(unencodable) = status.add_header(&mut trailers) {
+        trailers.clear();
+        tracing::warn!(%unencodable, "stream status not encodable as trailers");
+        Status::internal("stream failed")
+            .add_header(&mut trailers)
+            .expect("a static status encodes");
+    }
+    Frame::trailers(trailers)
+}
+
+impl<P, S> http_body::Body for StreamBody<P, S>
+where
+    P: Protocol + Unpin,
+    S: Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
+{
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        let _entered = this.observer.span().enter();
+        this.run.poll_next_frame(cx).map(|frame| frame.map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.run.done
+    }
+}
+
+impl<P: Protocol, S> Drop for StreamBody<P, S> {
+    /// The client went away (or the stream ended): let go of every watch.
+    fn drop(&mut self) {
+        self.shared.open_streams.remove(self.id);
+        let _entered = self.observer.span().enter();
+        self.run.protocol.lock().close();
+    }
+}
+
+impl<P: Protocol, S> fmt::Debug for StreamBody<P, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamBody")
+            .field("done", &self.run.done)
+            .finish_non_exhaustive()
+    }
+}
