@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::envoy::service::runtime::v3::Runtime;
 
-use super::{EncodedList, EncodedResource, ReturnedResources};
+use super::{EncodedList, EncodedResource, ReturnedResources, Subscription};
 use crate::resource::{ResourceType, XdsResource};
 
 /// Errors from building a [`Snapshot`].
@@ -129,6 +129,26 @@ impl TypeResources {
             returned: Arc::clone(&returned),
         });
         (resources, returned)
+    }
+
+    /// Whether `sub` holds one of this type's shared full answers: then it
+    /// has every resource it subscribes to, at this version, and nothing
+    /// else. Checked by identity, so an ACK costs no per-resource work.
+    pub(crate) fn is_full_answer_of(&self, sub: &Subscription) -> bool {
+        let held = sub.shared_returned();
+        if sub.is_wildcard() {
+            return self
+                .wildcard_returned
+                .get()
+                .is_some_and(|r| Arc::ptr_eq(r, held));
+        }
+        if !sub.prefixes().is_empty() {
+            return false;
+        }
+        self.named_full.lock().as_ref().is_some_and(|memo| {
+            Arc::ptr_eq(&memo.returned, held)
+                && (Arc::ptr_eq(&memo.names, sub.names()) || memo.names[..] == sub.names()[..])
+        })
     }
 
     /// Every resource at its own version: what a delta client holding them

@@ -39,6 +39,10 @@ pub(crate) fn sotw_response(
     if **version != *watch.version_info {
         return Some(full_response(watch, resources));
     }
+    // The usual ACK: the client holds a full answer of this very snapshot.
+    if resources.is_full_answer_of(sub) {
+        return None;
+    }
     let known = sub.returned();
     let added: Vec<&EncodedResource> = subscribed(sub, resources)
         .filter(|r| !known.contains_key(r.name()))
@@ -212,6 +216,43 @@ mod tests {
         let snap = snapshot("v2", &[], &["a", "b", "c"]);
         let resp = sotw_response(&snap, &w, true).unwrap();
         assert_eq!(names(&resp), ["a", "b"]);
+    }
+
+    /// An ACK of a full answer is settled by identity; a subscription
+    /// that changed since is evaluated name by name again.
+    #[test]
+    fn acks_of_full_answers_hold_and_changed_subscriptions_do_not() {
+        let snap = snapshot("v1", &["a", "b"], &["a", "b", "c"]);
+        for (type_url, asked) in [
+            (type_url::CLUSTER, vec![]),
+            (type_url::ENDPOINT, vec!["a".to_string(), "b".to_string()]),
+        ] {
+            let mut w = watch(type_url, "v0", &[], &[]);
+            let mut sub = Subscription::sotw(&asked, true);
+            let first = sotw_response(
+                &snap,
+                &WatchRequest {
+                    subscription: Arc::new(sub.clone()),
+                    ..w.clone()
+                },
+                false,
+            )
+            .unwrap();
+            sub.set_shared_returned(Arc::clone(&first.returned));
+            let resources = snap.by_type_url(type_url).unwrap();
+            assert!(resources.is_full_answer_of(&sub), "{type_url}");
+            w.version_info = "v1".into();
+            w.subscription = Arc::new(sub.clone());
+            assert!(sotw_response(&snap, &w, false).is_none(), "{type_url}");
+            if !asked.is_empty() {
+                // One more name: the same record, no longer a full answer.
+                sub.set_sotw_names(&["a".into(), "b".into(), "c".into()]);
+                assert!(!resources.is_full_answer_of(&sub));
+                w.subscription = Arc::new(sub);
+                let resp = sotw_response(&snap, &w, false).unwrap();
+                assert_eq!(names(&resp), ["c"]);
+            }
+        }
     }
 
     #[test]

@@ -84,17 +84,23 @@ impl Subscription {
     /// subscription already holds, checked without allocating.
     fn is_same_sotw_request(&self, names: &[String]) -> bool {
         let entries = self.names.len() + self.prefixes.len() + usize::from(self.wildcard);
-        names.len() == entries
-            && !names.is_empty()
-            && names.iter().all(|n| {
-                if n == WILDCARD {
-                    self.wildcard
-                } else if let Some(prefix) = glob_prefix(n) {
-                    self.prefixes.iter().any(|p| p == prefix)
-                } else {
-                    has(&self.names, n)
-                }
-            })
+        if names.len() != entries || names.is_empty() {
+            return false;
+        }
+        // Clients usually repeat their names in the same (often sorted)
+        // order: one pass, no searching.
+        if self.prefixes.is_empty() && !self.wildcard && names[..] == self.names[..] {
+            return true;
+        }
+        names.iter().all(|n| {
+            if n == WILDCARD {
+                self.wildcard
+            } else if let Some(prefix) = glob_prefix(n) {
+                self.prefixes.iter().any(|p| p == prefix)
+            } else {
+                has(&self.names, n)
+            }
+        })
     }
 
     /// An incremental (delta) subscription from a first request: the names
