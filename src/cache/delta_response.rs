@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use super::{DeltaResponse, DeltaWatchRequest, EncodedResource, ReturnedResources, TypeResources};
 
 /// A set of resources of one type that delta watches are evaluated against.
@@ -17,6 +19,27 @@ pub(crate) trait ResourceSet {
     fn all_held(&self) -> Option<&Arc<ReturnedResources>> {
         None
     }
+    /// Where the set remembers its last answer to a wildcard subscription;
+    /// `None` where it does not.
+    fn wildcard_memo(&self) -> Option<&Mutex<Option<WildcardDelta>>> {
+        None
+    }
+}
+
+/// A wildcard subscription's delta answer for a client holding `known`:
+/// it depends on nothing else, so clients holding the same shared record
+/// get it without evaluating again.
+pub(crate) struct WildcardDelta {
+    /// Kept alive so its address identifies it.
+    known: Arc<ReturnedResources>,
+    answer: Option<DeltaAnswer>,
+}
+
+#[derive(Clone)]
+struct DeltaAnswer {
+    resources: Vec<EncodedResource>,
+    removed: Vec<String>,
+    returned: Arc<ReturnedResources>,
 }
 
 impl ResourceSet for TypeResources {
@@ -32,6 +55,9 @@ impl ResourceSet for TypeResources {
     fn all_held(&self) -> Option<&Arc<ReturnedResources>> {
         Some(self.delta_all_held())
     }
+    fn wildcard_memo(&self) -> Option<&Mutex<Option<WildcardDelta>>> {
+        Some(&self.wildcard_delta)
+    }
 }
 
 /// Evaluates a delta watch: `Some` is the answer to send now, `None` means
@@ -45,6 +71,43 @@ pub(crate) fn delta_response(
     resources: &impl ResourceSet,
     watch: &DeltaWatchRequest,
 ) -> Option<DeltaResponse> {
+    let sub = &watch.subscription;
+    // A wildcard subscription wants everything, whatever else it names: its
+    // answer depends only on what the client holds.
+    let memo = match resources.wildcard_memo() {
+        Some(memo) if sub.is_wildcard() && !watch.first => Some(memo),
+        _ => None,
+    };
+    let held = sub.shared_returned();
+    let remembered = memo.and_then(|memo| {
+        let memo = memo.lock();
+        let last = memo.as_ref().filter(|m| Arc::ptr_eq(&m.known, held))?;
+        Some(last.answer.clone())
+    });
+    let answer = match remembered {
+        Some(answer) => answer,
+        None => {
+            let answer = evaluate(resources, watch);
+            if let Some(memo) = memo {
+                *memo.lock() = Some(WildcardDelta {
+                    known: Arc::clone(held),
+                    answer: answer.clone(),
+                });
+            }
+            answer
+        }
+    }?;
+    Some(DeltaResponse {
+        request: Arc::clone(&watch.request),
+        system_version: resources.system_version(),
+        resources: answer.resources,
+        removed: answer.removed,
+        returned: answer.returned,
+        heartbeat: false,
+    })
+}
+
+fn evaluate(resources: &impl ResourceSet, watch: &DeltaWatchRequest) -> Option<DeltaAnswer> {
     let sub = &watch.subscription;
     let known = sub.returned();
     let changed = |r: &&EncodedResource| known.get(r.name()).is_none_or(|v| v != r.version());
@@ -81,13 +144,10 @@ pub(crate) fn delta_response(
     for r in &send {
         returned.insert(Arc::clone(r.shared_name()), Arc::clone(r.version()));
     }
-    Some(DeltaResponse {
-        request: Arc::clone(&watch.request),
-        system_version: resources.system_version(),
+    Some(DeltaAnswer {
         resources: send,
         removed,
         returned: shared_if_all(resources, returned),
-        heartbeat: false,
     })
 }
 
@@ -176,6 +236,45 @@ mod tests {
             three.returned.keys().map(|k| &**k).collect::<Vec<_>>(),
             ["a"]
         );
+    }
+
+    /// Wildcard clients holding the same record share one evaluation; a
+    /// client holding another record is evaluated on its own.
+    #[test]
+    fn wildcard_clients_holding_one_record_share_the_answer() {
+        let old = snapshot(&[("a", 0), ("b", 0), ("gone", 0)]);
+        let next = snapshot(&[("a", 0), ("b", 1), ("new", 0)]);
+        let wildcard = || Subscription::delta(&[], &[], &HashMap::new(), true);
+        let first = delta_response(eds(&old), &watch(wildcard(), true)).unwrap();
+        let mut holding_old = wildcard();
+        holding_old.set_shared_returned(Arc::clone(&first.returned));
+        let one = delta_response(eds(&next), &watch(holding_old.clone(), false)).unwrap();
+        let two = delta_response(eds(&next), &watch(holding_old, false)).unwrap();
+        for resp in [&one, &two] {
+            assert_eq!(sent(resp), ["b", "new"]);
+            assert_eq!(resp.removed, ["gone"]);
+        }
+        assert!(Arc::ptr_eq(&one.returned, &two.returned));
+        assert!(Arc::ptr_eq(&one.returned, eds(&next).delta_all_held()));
+        // Another record, even with equal contents, gets its own evaluation.
+        let mut holding_a = wildcard();
+        holding_a.set_returned(
+            [(
+                Arc::from("a"),
+                Arc::clone(eds(&next).get("a").unwrap().version()),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        let three = delta_response(eds(&next), &watch(holding_a, false)).unwrap();
+        assert_eq!(sent(&three), ["b", "new"]);
+        assert!(three.removed.is_empty());
+        // Holding the new record: nothing to send, also when remembered.
+        let mut current = wildcard();
+        current.set_shared_returned(Arc::clone(&one.returned));
+        for _ in 0..2 {
+            assert!(delta_response(eds(&next), &watch(current.clone(), false)).is_none());
+        }
     }
 
     #[test]
