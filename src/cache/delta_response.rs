@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{DeltaResponse, DeltaWatchRequest, EncodedResource, ReturnedResources, TypeResources};
+use super::{
+    DeltaResponse, DeltaWatchRequest, EncodedResource, ReturnedResources, Subscription,
+    TypeResources,
+};
 
 /// A set of resources of one type that delta watches are evaluated against.
 pub(crate) trait ResourceSet {
@@ -19,20 +22,34 @@ pub(crate) trait ResourceSet {
     fn all_held(&self) -> Option<&Arc<ReturnedResources>> {
         None
     }
-    /// Where the set remembers its last answer to a wildcard subscription;
-    /// `None` where it does not.
-    fn wildcard_memo(&self) -> Option<&Mutex<Option<WildcardDelta>>> {
+    /// Where the set remembers its last answer; `None` where it does not.
+    fn memo(&self) -> Option<&Mutex<Option<RememberedDelta>>> {
         None
     }
 }
 
-/// A wildcard subscription's delta answer for a client holding `known`:
-/// it depends on nothing else, so clients holding the same shared record
-/// get it without evaluating again.
-pub(crate) struct WildcardDelta {
+/// A delta answer for a client holding `known` and subscribed to every
+/// resource (`names` `None`) or to exactly `names`: it depends on nothing
+/// else, so the clients of a fleet, which hold the same shared record, get
+/// it without evaluating again.
+pub(crate) struct RememberedDelta {
     /// Kept alive so its address identifies it.
     known: Arc<ReturnedResources>,
+    names: Option<Arc<[String]>>,
     answer: Option<DeltaAnswer>,
+}
+
+impl RememberedDelta {
+    fn answers(&self, sub: &Subscription) -> bool {
+        Arc::ptr_eq(&self.known, sub.shared_returned())
+            && match &self.names {
+                None => sub.is_wildcard(),
+                Some(names) => {
+                    !sub.is_wildcard()
+                        && (Arc::ptr_eq(names, sub.names()) || names[..] == sub.names()[..])
+                }
+            }
+    }
 }
 
 #[derive(Clone)]
@@ -55,8 +72,8 @@ impl ResourceSet for TypeResources {
     fn all_held(&self) -> Option<&Arc<ReturnedResources>> {
         Some(self.delta_all_held())
     }
-    fn wildcard_memo(&self) -> Option<&Mutex<Option<WildcardDelta>>> {
-        Some(&self.wildcard_delta)
+    fn memo(&self) -> Option<&Mutex<Option<RememberedDelta>>> {
+        Some(&self.remembered_delta)
     }
 }
 
@@ -72,16 +89,14 @@ pub(crate) fn delta_response(
     watch: &DeltaWatchRequest,
 ) -> Option<DeltaResponse> {
     let sub = &watch.subscription;
-    // A wildcard subscription wants everything, whatever else it names: its
-    // answer depends only on what the client holds.
-    let memo = match resources.wildcard_memo() {
-        Some(memo) if sub.is_wildcard() && !watch.first => Some(memo),
+    // A first request is answered even when empty; prefixes are rare.
+    let memo = match resources.memo() {
+        Some(memo) if !watch.first && sub.prefixes().is_empty() => Some(memo),
         _ => None,
     };
-    let held = sub.shared_returned();
     let remembered = memo.and_then(|memo| {
         let memo = memo.lock();
-        let last = memo.as_ref().filter(|m| Arc::ptr_eq(&m.known, held))?;
+        let last = memo.as_ref().filter(|m| m.answers(sub))?;
         Some(last.answer.clone())
     });
     let answer = match remembered {
@@ -89,8 +104,9 @@ pub(crate) fn delta_response(
         None => {
             let answer = evaluate(resources, watch);
             if let Some(memo) = memo {
-                *memo.lock() = Some(WildcardDelta {
-                    known: Arc::clone(held),
+                *memo.lock() = Some(RememberedDelta {
+                    known: Arc::clone(sub.shared_returned()),
+                    names: (!sub.is_wildcard()).then(|| Arc::clone(sub.names())),
                     answer: answer.clone(),
                 });
             }
@@ -238,10 +254,11 @@ mod tests {
         );
     }
 
-    /// Wildcard clients holding the same record share one evaluation; a
-    /// client holding another record is evaluated on its own.
+    /// Clients subscribed alike holding the same record share one
+    /// evaluation; a client holding another record, or naming other
+    /// resources, is evaluated on its own.
     #[test]
-    fn wildcard_clients_holding_one_record_share_the_answer() {
+    fn clients_subscribed_alike_holding_one_record_share_the_answer() {
         let old = snapshot(&[("a", 0), ("b", 0), ("gone", 0)]);
         let next = snapshot(&[("a", 0), ("b", 1), ("new", 0)]);
         let wildcard = || Subscription::delta(&[], &[], &HashMap::new(), true);
@@ -269,6 +286,18 @@ mod tests {
         let three = delta_response(eds(&next), &watch(holding_a, false)).unwrap();
         assert_eq!(sent(&three), ["b", "new"]);
         assert!(three.removed.is_empty());
+        // Named subscriptions share an answer only with the same names.
+        let named = |names: &[&str]| {
+            let mut sub = Subscription::delta(&strings(names), &[], &HashMap::new(), true);
+            sub.set_shared_returned(Arc::clone(&first.returned));
+            sub
+        };
+        let ab = delta_response(eds(&next), &watch(named(&["a", "b"]), false)).unwrap();
+        let ab_too = delta_response(eds(&next), &watch(named(&["a", "b"]), false)).unwrap();
+        assert!(Arc::ptr_eq(&ab.returned, &ab_too.returned));
+        assert_eq!((sent(&ab), &ab.removed), (vec!["b"], &strings(&["gone"])));
+        let a = delta_response(eds(&next), &watch(named(&["a"]), false)).unwrap();
+        assert!(a.resources.is_empty() && a.removed == ["gone"]);
         // Holding the new record: nothing to send, also when remembered.
         let mut current = wildcard();
         current.set_shared_returned(Arc::clone(&one.returned));

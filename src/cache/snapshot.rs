@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::envoy::service::runtime::v3::Runtime;
 
-use super::delta_response::WildcardDelta;
+use super::delta_response::RememberedDelta;
 use super::{EncodedList, EncodedResource, ReturnedResources, Subscription};
 use crate::resource::{ResourceType, XdsResource};
 
@@ -71,10 +71,10 @@ pub struct TypeResources {
     /// The last full response to a named subscription: every node of a
     /// fleet usually names the same resources, so they share one answer.
     named_full: Mutex<Option<NamedFull>>,
-    /// The last delta answer to a wildcard subscription: a fleet's clients
-    /// usually hold the same record (the previous snapshot's), so they share
-    /// one evaluation.
-    pub(crate) wildcard_delta: Mutex<Option<WildcardDelta>>,
+    /// The last delta answer: a fleet's clients usually subscribe alike and
+    /// hold the same record (the previous snapshot's), so they share one
+    /// evaluation.
+    pub(crate) remembered_delta: Mutex<Option<RememberedDelta>>,
 }
 
 struct NamedFull {
@@ -106,7 +106,7 @@ impl TypeResources {
             wildcard_returned: OnceLock::new(),
             delta_all_held: OnceLock::new(),
             named_full: Mutex::new(None),
-            wildcard_delta: Mutex::new(None),
+            remembered_delta: Mutex::new(None),
         })
     }
 
