@@ -268,6 +268,7 @@ impl<H: NodeHash> SnapshotCache<H> {
     fn open_watch<R>(
         &self,
         key: String,
+        delta: bool,
         sink: ResponseSink<R>,
         answer_or_store: impl FnOnce(
             &mut NodeState,
@@ -288,7 +289,7 @@ impl<H: NodeHash> SnapshotCache<H> {
                 // lookup per watch, of which every ACK opens one.
                 let inner = Arc::downgrade(&self.inner);
                 let entry = Arc::downgrade(&entry);
-                WatchHandle::new(move || cancel_watch(&inner, &entry, &key, watch_id))
+                WatchHandle::new(move || cancel_watch(&inner, &entry, &key, delta, watch_id))
             }
         }
     }
@@ -331,7 +332,7 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
     ) -> Result<WatchHandle, CacheError> {
         let ads = self.inner.ads;
         let key = self.inner.hash.id(request.node());
-        Ok(self.open_watch(key, sink, |state, watch_id, sink| {
+        Ok(self.open_watch(key, false, sink, |state, watch_id, sink| {
             state.touch(request.node());
             match state
                 .snapshot
@@ -353,7 +354,7 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
         sink: ResponseSink<DeltaResponse>,
     ) -> Result<WatchHandle, CacheError> {
         let key = self.inner.hash.id(request.node());
-        Ok(self.open_watch(key, sink, |state, watch_id, sink| {
+        Ok(self.open_watch(key, true, sink, |state, watch_id, sink| {
             state.touch(request.node());
             match state
                 .snapshot
@@ -416,14 +417,17 @@ fn cancel_watch<H>(
     inner: &Weak<Inner<H>>,
     entry: &Weak<Mutex<NodeState>>,
     key: &str,
+    delta: bool,
     watch_id: u64,
 ) {
     // A state already dropped (node cleared) took its watches with it.
     let Some(entry) = entry.upgrade() else { return };
     let idle = {
         let mut state = entry.lock();
-        if state.watches.remove(&watch_id).is_none() {
+        if delta {
             state.delta_watches.remove(&watch_id);
+        } else {
+            state.watches.remove(&watch_id);
         }
         state.is_idle()
     };

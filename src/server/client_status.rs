@@ -148,8 +148,10 @@ impl StatusHandle {
     /// client now has.
     pub(crate) fn sent(&self, type_url: &str, version: &str, held: &Arc<ReturnedResources>) {
         self.update(type_url, |t| {
-            t.sent = Some((version.to_string(), SystemTime::now()));
-            t.held = Held(Arc::downgrade(held));
+            stamp(&mut t.sent, version);
+            if !std::ptr::eq(t.held.0.as_ptr(), Arc::as_ptr(held)) {
+                t.held = Held(Arc::downgrade(held));
+            }
         });
     }
 
@@ -163,7 +165,7 @@ impl StatusHandle {
         self.update(type_url, |t| {
             let newer = t.acked.as_ref().is_none_or(|(v, _)| v != version);
             if newer {
-                t.acked = Some((version.to_string(), SystemTime::now()));
+                stamp(&mut t.acked, version);
             }
             if t.rejected.as_ref().is_some_and(|r| r.version != version) && newer {
                 t.rejected = None;
@@ -187,6 +189,19 @@ impl StatusHandle {
             Some(t) => f(t),
             None => f(status.types.entry(type_url.to_string()).or_default()),
         }
+    }
+}
+
+/// Records `version` as of now, reusing the previous record's buffer: a
+/// stream stamps a version per response and per ACK.
+fn stamp(record: &mut Option<(String, SystemTime)>, version: &str) {
+    let now = SystemTime::now();
+    match record {
+        Some((recorded, at)) => {
+            version.clone_into(recorded);
+            *at = now;
+        }
+        None => *record = Some((version.to_owned(), now)),
     }
 }
 

@@ -273,8 +273,11 @@ impl<A: Answer> StreamCore<A> {
     /// type), each recorded as sent.
     pub(crate) fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status> {
         let mut pending = self.queue.take();
-        pending.sort_by_key(|(_, answer)| resource::response_order(answer.type_url()));
-        let mut messages = Vec::new();
+        // Usually one answer per type, pushed in ADS order already.
+        if !pending.is_sorted_by_key(|(_, answer)| resource::response_order(answer.type_url())) {
+            pending.sort_by_cached_key(|(_, answer)| resource::response_order(answer.type_url()));
+        }
+        let mut messages = Vec::with_capacity(pending.len());
         for (watch_id, answer) in pending {
             messages.extend(self.stamp(watch_id, answer)?);
         }
