@@ -96,22 +96,43 @@ pub struct StreamStatus {
     pub types: BTreeMap<String, TypeStatus>,
 }
 
+/// A stream's status as the stream keeps it: its few types in a short list
+/// (a map node would cost more than the list, on every connection).
+#[derive(Debug)]
+struct StreamRecord {
+    stream: StreamId,
+    delta: bool,
+    node: Option<Node>,
+    types: Vec<(String, TypeStatus)>,
+}
+
+impl StreamRecord {
+    fn to_status(&self) -> StreamStatus {
+        StreamStatus {
+            stream: self.stream,
+            delta: self.delta,
+            node: self.node.clone(),
+            types: self.types.iter().cloned().collect(),
+        }
+    }
+}
+
 /// The status of every open stream. Streams update their own entry under
 /// their own lock; the registry's lock is taken only when a stream opens or
 /// closes and when someone asks.
 #[derive(Debug, Default)]
 pub(crate) struct ClientStatusRegistry {
-    streams: Mutex<HashMap<StreamId, Arc<Mutex<StreamStatus>>>>,
+    streams: Mutex<HashMap<StreamId, Arc<Mutex<StreamRecord>>>>,
 }
 
 impl ClientStatusRegistry {
     /// Registers a stream; its entry goes away when the handle is dropped.
     pub(crate) fn open(self: &Arc<Self>, stream: StreamId, delta: bool) -> StatusHandle {
-        let status = Arc::new(Mutex::new(StreamStatus {
+        let status = Arc::new(Mutex::new(StreamRecord {
             stream,
             delta,
             node: None,
-            types: BTreeMap::new(),
+            types: Vec::new(),
         }));
         self.streams.lock().insert(stream, Arc::clone(&status));
         StatusHandle {
@@ -123,7 +144,7 @@ impl ClientStatusRegistry {
     /// A copy of every stream's status, by stream id.
     pub(crate) fn all(&self) -> Vec<StreamStatus> {
         let entries: Vec<_> = self.streams.lock().values().cloned().collect();
-        let mut all: Vec<StreamStatus> = entries.iter().map(|s| s.lock().clone()).collect();
+        let mut all: Vec<StreamStatus> = entries.iter().map(|s| s.lock().to_status()).collect();
         all.sort_by_key(|s| s.stream);
         all
     }
@@ -133,7 +154,7 @@ impl ClientStatusRegistry {
 #[derive(Debug)]
 pub(crate) struct StatusHandle {
     registry: Arc<ClientStatusRegistry>,
-    status: Arc<Mutex<StreamStatus>>,
+    status: Arc<Mutex<StreamRecord>>,
 }
 
 impl StatusHandle {
@@ -185,9 +206,15 @@ impl StatusHandle {
 
     fn update(&self, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
         let mut status = self.status.lock();
-        match status.types.get_mut(type_url) {
-            Some(t) => f(t),
-            None => f(status.types.entry(type_url.to_string()).or_default()),
+        let types = &mut status.types;
+        match types.iter().position(|(t, _)| t == type_url) {
+            Some(i) => f(&mut types[i].1),
+            None => {
+                types.push((type_url.to_owned(), TypeStatus::default()));
+                if let Some((_, t)) = types.last_mut() {
+                    f(t);
+                }
+            }
         }
     }
 }
