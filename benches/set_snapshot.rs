@@ -60,6 +60,7 @@ fn watch_request(
     subscription: &Arc<Subscription>,
 ) -> WatchRequest {
     WatchRequest {
+        node: None,
         request: Arc::new(DiscoveryRequest {
             version_info: version.to_string(),
             node: Some(Node {

@@ -219,6 +219,7 @@ mod tests {
 
     fn watch(sub: Subscription, first: bool) -> DeltaWatchRequest {
         DeltaWatchRequest {
+            node: None,
             request: Arc::new(DeltaDiscoveryRequest {
                 type_url: type_url::ENDPOINT.into(),
                 ..Default::default()

@@ -194,6 +194,7 @@ mod tests {
 
     fn watch(type_url: &str) -> WatchRequest {
         WatchRequest {
+            node: None,
             request: Arc::new(request(type_url)),
             version_info: String::new(),
             subscription: Arc::new(Subscription::sotw(&[], true)),
@@ -253,6 +254,7 @@ mod tests {
         assert_eq!(versions, [(1, "1".to_string()), (2, "s1".to_string())]);
 
         let delta = DeltaWatchRequest {
+            node: None,
             request: Arc::new(DeltaDiscoveryRequest {
                 type_url: ENDPOINT.into(),
                 ..Default::default()

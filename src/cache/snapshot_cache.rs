@@ -59,7 +59,7 @@ struct NodeState {
     snapshot: Option<Snapshot>,
     watches: HashMap<u64, Watch>,
     delta_watches: HashMap<u64, DeltaWatch>,
-    node: Option<Node>,
+    node: Option<Arc<Node>>,
     last_watch_request: Option<SystemTime>,
 }
 
@@ -85,12 +85,26 @@ impl NodeState {
 
     /// Notes a watch request; the node is copied only when it changed,
     /// which clients repeating it with every request rarely do.
-    fn touch(&mut self, node: Option<&Node>) {
+    /// `shared` is the stream's node as watches share it, `own` a node the
+    /// request carries itself (when the stream gave none).
+    fn touch(&mut self, shared: Option<&Arc<Node>>, own: Option<&Node>) {
         self.last_watch_request = Some(SystemTime::now());
-        if let Some(node) = node {
-            if self.node.as_ref() != Some(node) {
-                self.node = Some(node.clone());
+        match (shared, own) {
+            (Some(node), _) => {
+                let same = self
+                    .node
+                    .as_ref()
+                    .is_some_and(|known| Arc::ptr_eq(known, node) || known == node);
+                if !same {
+                    self.node = Some(Arc::clone(node));
+                }
             }
+            (None, Some(node)) => {
+                if self.node.as_deref() != Some(node) {
+                    self.node = Some(Arc::new(node.clone()));
+                }
+            }
+            (None, None) => {}
         }
     }
 }
@@ -245,7 +259,7 @@ impl<H: NodeHash> SnapshotCache<H> {
         let nodes = self.inner.nodes.read();
         let state = nodes.get(node)?.lock();
         Some(StatusInfo {
-            node: state.node.clone(),
+            node: state.node.as_deref().cloned(),
             num_watches: state.watches.len(),
             num_delta_watches: state.delta_watches.len(),
             last_watch_request_time: state.last_watch_request,
@@ -333,7 +347,7 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
         let ads = self.inner.ads;
         let key = self.inner.hash.id(request.node());
         Ok(self.open_watch(key, false, sink, |state, watch_id, sink| {
-            state.touch(request.node());
+            state.touch(request.node.as_ref(), request.request.node.as_ref());
             match state
                 .snapshot
                 .as_ref()
@@ -355,7 +369,7 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
     ) -> Result<WatchHandle, CacheError> {
         let key = self.inner.hash.id(request.node());
         Ok(self.open_watch(key, true, sink, |state, watch_id, sink| {
-            state.touch(request.node());
+            state.touch(request.node.as_ref(), request.request.node.as_ref());
             match state
                 .snapshot
                 .as_ref()
@@ -384,6 +398,7 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
             return Err(FetchError::UpToDate);
         }
         let watch = WatchRequest {
+            node: None,
             request: Arc::new(request.clone()),
             version_info: request.version_info.clone(),
             subscription: Arc::new(Subscription::sotw(&request.resource_names, true)),
@@ -491,6 +506,7 @@ mod tests {
             );
         }
         WatchRequest {
+            node: None,
             request: Arc::new(DiscoveryRequest {
                 node: Some(Node {
                     id: node.into(),

@@ -139,6 +139,7 @@ mod tests {
                 .collect(),
         );
         WatchRequest {
+            node: None,
             request: Arc::new(DiscoveryRequest {
                 type_url: type_url.into(),
                 version_info: version.into(),
@@ -232,6 +233,7 @@ mod tests {
             let first = sotw_response(
                 &snap,
                 &WatchRequest {
+                    node: None,
                     subscription: Arc::new(sub.clone()),
                     ..w.clone()
                 },

@@ -21,9 +21,12 @@ use crate::metrics::{self, PendingSince};
 /// A request for data of one type, as a stream passes it to a cache.
 #[derive(Debug, Clone)]
 pub struct WatchRequest {
-    /// The client's request; its node is filled in from the stream's first
-    /// request when the client left it out.
+    /// The client's request. Its `node` is usually left empty: the
+    /// stream's node is in [`WatchRequest::node`], shared.
     pub request: Arc<DiscoveryRequest>,
+    /// The stream's node (from this request or an earlier one), shared by
+    /// every watch of the stream rather than copied into each request.
+    pub node: Option<Arc<Node>>,
     /// The version the client has. Usually `request.version_info`; after a
     /// NACK, the rejected version, so the cache does not send it again.
     pub version_info: String,
@@ -37,9 +40,9 @@ impl WatchRequest {
         &self.request.type_url
     }
 
-    /// The client's node, if known.
+    /// The client's node, if known: the stream's, else the request's own.
     pub fn node(&self) -> Option<&Node> {
-        self.request.node.as_ref()
+        self.node.as_deref().or(self.request.node.as_ref())
     }
 }
 
@@ -67,8 +70,10 @@ impl SotwResponse {
 /// A request for incremental (delta) data of one type.
 #[derive(Debug, Clone)]
 pub struct DeltaWatchRequest {
-    /// The client's request, node filled in as for [`WatchRequest`].
+    /// The client's request; its node as for [`WatchRequest`].
     pub request: Arc<DeltaDiscoveryRequest>,
+    /// The stream's node, shared, as for [`WatchRequest`].
+    pub node: Option<Arc<Node>>,
     /// What the stream subscribes to, and every resource version the client
     /// has (sent, or declared in `initial_resource_versions`).
     pub subscription: Arc<Subscription>,
@@ -84,9 +89,9 @@ impl DeltaWatchRequest {
         &self.request.type_url
     }
 
-    /// The client's node, if known.
+    /// The client's node, if known: the stream's, else the request's own.
     pub fn node(&self) -> Option<&Node> {
-        self.request.node.as_ref()
+        self.node.as_deref().or(self.request.node.as_ref())
     }
 }
 

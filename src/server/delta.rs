@@ -52,13 +52,18 @@ impl Answer for DeltaResponse {
             self.heartbeat,
         )
     }
-    fn report(&self, ctx: &StreamContext, nonce: &str, message: &WireMessage) {
+    fn report(&mut self, ctx: &mut StreamContext, nonce: &str, message: &WireMessage) {
+        // The callbacks see the request with the stream's node, lent.
+        ctx.lend_node_again(&mut Arc::make_mut(&mut self.request).node);
         ctx.shared.callbacks.on_stream_delta_response(
             ctx.id,
             &self.request,
             &SentDeltaResponse::new(self, nonce, message),
         );
         metrics::delta_response(self, nonce, message.len());
+        if let Some(request) = Arc::get_mut(&mut self.request) {
+            ctx.reclaim_node(&mut request.node);
+        }
     }
     fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>) {
         (self.system_version, self.returned)
@@ -76,12 +81,15 @@ impl Protocol for DeltaStream {
 
     fn handle_request(&mut self, mut request: DeltaDiscoveryRequest) -> Result<(), Status> {
         let ctx = &mut self.core.ctx;
-        ctx.backfill_node(&mut request.node);
-        ctx.check_type_url(&mut request.type_url)?;
-        metrics::delta_request(&request);
-        ctx.shared
-            .callbacks
-            .on_stream_delta_request(ctx.id, &request)?;
+        ctx.lend_node(&mut request.node);
+        let accepted = ctx.check_type_url(&mut request.type_url).and_then(|()| {
+            metrics::delta_request(&request);
+            ctx.shared
+                .callbacks
+                .on_stream_delta_request(ctx.id, &request)
+        });
+        ctx.reclaim_node(&mut request.node);
+        accepted?;
 
         let type_url = request.type_url.clone();
         let state = match self.core.types.get_mut(&type_url) {
@@ -112,7 +120,7 @@ impl Protocol for DeltaStream {
                 ""
             };
             let nack = Nack {
-                node: request.node.as_ref(),
+                node: ctx.node.as_ref(),
                 type_url: &type_url,
                 rejected_version: rejected,
                 current_version: "",
@@ -127,6 +135,7 @@ impl Protocol for DeltaStream {
         state.watch_id = ctx.next_watch_id();
         let watch = DeltaWatchRequest {
             request: Arc::new(request),
+            node: ctx.shared_node(),
             subscription: Arc::clone(&state.subscription),
             // Nothing sent for the type yet: however many requests came.
             first: state.last_nonce.is_empty(),

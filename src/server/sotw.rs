@@ -41,13 +41,18 @@ impl Answer for SotwResponse {
     fn encode(&self, nonce: &str) -> Result<WireMessage, Status> {
         wire::sotw_message(&self.version, self.type_url(), nonce, &self.resources)
     }
-    fn report(&self, ctx: &StreamContext, nonce: &str, message: &WireMessage) {
+    fn report(&mut self, ctx: &mut StreamContext, nonce: &str, message: &WireMessage) {
+        // The callbacks see the request with the stream's node, lent.
+        ctx.lend_node_again(&mut Arc::make_mut(&mut self.request).node);
         ctx.shared.callbacks.on_stream_response(
             ctx.id,
             &self.request,
             &SentResponse::new(self, nonce, message),
         );
         metrics::sotw_response(self, nonce, message.len());
+        if let Some(request) = Arc::get_mut(&mut self.request) {
+            ctx.reclaim_node(&mut request.node);
+        }
     }
     fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>) {
         (self.version, self.returned)
@@ -65,10 +70,13 @@ impl Protocol for SotwStream {
 
     fn handle_request(&mut self, mut request: DiscoveryRequest) -> Result<(), Status> {
         let ctx = &mut self.core.ctx;
-        ctx.backfill_node(&mut request.node);
-        ctx.check_type_url(&mut request.type_url)?;
-        metrics::sotw_request(&request);
-        ctx.shared.callbacks.on_stream_request(ctx.id, &request)?;
+        ctx.lend_node(&mut request.node);
+        let accepted = ctx.check_type_url(&mut request.type_url).and_then(|()| {
+            metrics::sotw_request(&request);
+            ctx.shared.callbacks.on_stream_request(ctx.id, &request)
+        });
+        ctx.reclaim_node(&mut request.node);
+        accepted?;
 
         let type_url = request.type_url.clone();
         let state = match self.core.types.get_mut(&type_url) {
@@ -102,7 +110,7 @@ impl Protocol for SotwStream {
         let version_info = match &request.error_detail {
             Some(error) if !state.last_nonce.is_empty() => {
                 let nack = Nack {
-                    node: request.node.as_ref(),
+                    node: ctx.node.as_ref(),
                     type_url: &type_url,
                     rejected_version: &state.last_version,
                     current_version: &request.version_info,
@@ -122,6 +130,7 @@ impl Protocol for SotwStream {
         state.watch_id = ctx.next_watch_id();
         let watch = WatchRequest {
             request: Arc::new(request),
+            node: ctx.shared_node(),
             version_info,
             subscription: Arc::clone(&state.subscription),
         };

@@ -47,8 +47,12 @@ pub(crate) struct StreamContext {
     pub(crate) shared: Arc<Shared>,
     /// The type a per-type service serves; `None` on ADS.
     service_type: Option<&'static str>,
-    /// The node of the latest request that carried one.
+    /// The node of the latest request that carried one. Lent (moved) into
+    /// requests that left it out while callbacks see them, so it is `None`
+    /// only then or before any node arrived.
     pub(crate) node: Option<Node>,
+    /// The same node, shared with the cache by every watch of the stream.
+    shared_node: Option<Arc<Node>>,
     nonce: u64,
     next_watch_id: u64,
     /// What this stream sent, and what its client acked and rejected.
@@ -67,22 +71,50 @@ impl StreamContext {
             shared,
             service_type,
             node: None,
+            shared_node: None,
             nonce: 0,
             next_watch_id: 0,
             status,
         }
     }
 
-    /// Remembers the request's node, or fills it in from an earlier request.
-    pub(crate) fn backfill_node(&mut self, node: &mut Option<Node>) {
+    /// Remembers a request's node when it carries one (a changed node is
+    /// copied once); otherwise lends it the stream's node, moved, not
+    /// copied, so callbacks see it. [`StreamContext::reclaim_node`] takes it
+    /// back.
+    pub(crate) fn lend_node(&mut self, node: &mut Option<Node>) {
         match node {
             Some(node) if self.node.as_ref() != Some(node) => {
                 metrics::node_known(node);
                 self.node = Some(node.clone());
+                self.shared_node = Some(Arc::new(node.clone()));
                 self.status.set_node(self.node.as_ref());
             }
             Some(_) => {}
-            None => node.clone_from(&self.node),
+            None => *node = self.node.take(),
+        }
+    }
+
+    /// Takes the node out of a request after its callbacks: the request is
+    /// kept without it, as watches share [`StreamContext::shared_node`].
+    pub(crate) fn reclaim_node(&mut self, node: &mut Option<Node>) {
+        if let Some(node) = node.take() {
+            if self.node.is_none() {
+                self.node = Some(node);
+            }
+        }
+    }
+
+    /// The stream's node, shared.
+    pub(crate) fn shared_node(&self) -> Option<Arc<Node>> {
+        self.shared_node.clone()
+    }
+
+    /// Lends the stream's node to a stored request that is reported to
+    /// callbacks again (with its response); reclaimed as above.
+    pub(crate) fn lend_node_again(&mut self, node: &mut Option<Node>) {
+        if node.is_none() {
+            *node = self.node.take();
         }
     }
 
@@ -230,7 +262,7 @@ pub(crate) trait Answer: Sized {
     /// The response as it goes on the wire.
     fn encode(&self, nonce: &str) -> Result<WireMessage, Status>;
     /// Tells callbacks and metrics the response is being sent.
-    fn report(&self, ctx: &StreamContext, nonce: &str, message: &WireMessage);
+    fn report(&mut self, ctx: &mut StreamContext, nonce: &str, message: &WireMessage);
     /// The version and the record of what the client then has.
     fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>);
 }
@@ -286,7 +318,7 @@ impl<A: Answer> StreamCore<A> {
 
     /// Turns an answer into the message to send, encoded, and records what
     /// the client now has; `None` for an answer to a watch since replaced.
-    fn stamp(&mut self, watch_id: u64, answer: A) -> Result<Option<WireMessage>, Status> {
+    fn stamp(&mut self, watch_id: u64, mut answer: A) -> Result<Option<WireMessage>, Status> {
         let Some(state) = self.types.get_mut(answer.type_url()) else {
             return Ok(None);
         };

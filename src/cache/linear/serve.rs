@@ -61,6 +61,7 @@ impl Cache for LinearCache {
             return Err(FetchError::UnknownType(request.type_url.clone()));
         }
         let watch = WatchRequest {
+            node: None,
             request: Arc::new(request.clone()),
             version_info: request.version_info.clone(),
             subscription: Arc::new(Subscription::sotw(&request.resource_names, true)),

@@ -50,6 +50,7 @@ fn sotw(type_url: &str, version: &str, names: &[&str], had: &[(&str, &str)]) -> 
             .collect(),
     );
     WatchRequest {
+        node: None,
         request: Arc::new(DiscoveryRequest {
             type_url: type_url.into(),
             version_info: version.into(),
@@ -372,6 +373,7 @@ fn delta_watch(subscribe: &[&str], first: bool) -> DeltaWatchRequest {
 
 fn delta_watch_with(sub: Subscription, first: bool) -> DeltaWatchRequest {
     DeltaWatchRequest {
+        node: None,
         request: Arc::new(DeltaDiscoveryRequest {
             type_url: ENDPOINT.into(),
             ..Default::default()
