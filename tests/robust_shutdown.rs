@@ -1,6 +1,7 @@
 //! `Server::shutdown`: delta streams end like state-of-the-world ones, a
 //! thousand open streams end promptly, and so do streams whose clients
-//! stopped reading.
+//! stopped reading; shutting down again from a close callback does not
+//! deadlock.
 
 mod common;
 
@@ -308,4 +309,69 @@ async fn shutdown_ends_streams_whose_clients_stopped_reading() {
     let drained = served.stop(Duration::from_millis(500)).await;
     eprintln!("graceful stop of the tonic server with those clients connected finished within 500 ms: {drained}");
     drop(held);
+}
+
+/// Shuts the server down again from its close callback (a user's clean-up
+/// hook that stops everything).
+#[derive(Default)]
+struct ShutdownOnClose {
+    server: std::sync::OnceLock<Server>,
+    closed: std::sync::atomic::AtomicUsize,
+}
+
+impl xds_control_plane::Callbacks for ShutdownOnClose {
+    fn on_stream_closed(
+        &self,
+        _: xds_control_plane::server::StreamId,
+        _: Option<&xds_control_plane::envoy_types::pb::envoy::config::core::v3::Node>,
+    ) {
+        self.closed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(server) = self.server.get() {
+            server.shutdown();
+        }
+    }
+}
+
+#[test]
+fn shutdown_from_a_close_callback_does_not_deadlock() {
+    // A runtime of its own, let go of rather than shut down at the end: a
+    // deadlock would block its workers, and shutting it down would hang
+    // the test instead of failing it.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(async {
+        let cache = SnapshotCache::new(false, IdHash);
+        cache.set_snapshot("n1", snapshot("v1", &["a"], &[], &[], &[]));
+        let callbacks = Arc::new(ShutdownOnClose::default());
+        let server = Server::new(cache.clone(), Arc::clone(&callbacks));
+        let _ = callbacks.server.set(server.clone());
+        let served = serve(&server).await;
+        let mut client = AggregatedDiscoveryServiceClient::new(served.channel().await);
+        let mut ads =
+            XdsStream::open(|r| async move { client.stream_aggregated_resources(r).await }).await;
+        ads.send(request("n1", CLUSTER, "", "", &[])).await;
+        let response = ads.recv().await;
+        ads.ack("n1", &response, &[]).await;
+        wait_watches(&cache, "n1", 1, 0).await;
+
+        let (stopped, stopping) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            server.shutdown();
+            let _ = stopped.send(());
+        });
+        if tokio::time::timeout(PATIENCE, stopping).await.is_err() {
+            return Err("shutdown did not return");
+        }
+        if ads.recv_error().await.code() != Code::Unavailable {
+            return Err("the stream did not end with UNAVAILABLE");
+        }
+        wait_watches(&cache, "n1", 0, 0).await;
+        Ok(callbacks.closed.load(std::sync::atomic::Ordering::SeqCst))
+    });
+    std::mem::forget(runtime);
+    assert_eq!(outcome, Ok(1), "close callbacks run once, no deadlock");
 }

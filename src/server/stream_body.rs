@@ -187,9 +187,17 @@ trait Closable: Send + Sync {
 
 impl<P: Protocol> Closable for Mutex<Guarded<P>> {
     fn close(&self) {
-        self.lock().close();
+        // Held only while the body runs a step, which then sees the
+        // shutdown itself; bounded, so that `shutdown` called from a
+        // callback of this very stream cannot deadlock.
+        if let Some(mut guarded) = self.try_lock_for(CLOSE_PATIENCE) {
+            guarded.close();
+        }
     }
 }
+
+/// How long shutting down waits for a stream busy in its body.
+const CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The streams open on a server, so that shutting down can close those
 /// hyper no longer polls because their clients stopped reading.
