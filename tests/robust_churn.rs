@@ -1,6 +1,6 @@
 //! No leaks under churn: 10,000 streams (ADS and per-type, state of the
 //! world and delta) open and close every way a stream can end, and the
-//! server is left with no watch, no idle node, no stream task and no heap
+//! server is left with no watch, no idle node, no open stream and no heap
 //! growth.
 //!
 //! The ways a stream ends:
@@ -261,7 +261,7 @@ async fn shutdown(
     );
 }
 
-/// Waits for every stream task to end, then checks the cache holds no
+/// Waits for every stream to end, then checks the cache holds no
 /// watch and only the nodes with a snapshot.
 async fn settle(cache: &SnapshotCache, counts: &Counts) {
     counts.wait_all_closed(Duration::from_secs(10)).await;
@@ -321,7 +321,7 @@ async fn ten_thousand_streams_leave_no_watch_task_or_memory_behind() {
     assert_eq!(opened, 10_000, "every stream reached the server");
 
     let closed = Counts::get(&counts.sotw_closed) + Counts::get(&counts.delta_closed);
-    assert_eq!(closed, opened, "every stream task ended");
+    assert_eq!(closed, opened, "every stream ended");
 
     let streams = (next - warm) as isize;
     let grown_bytes = bytes - base_bytes;
@@ -333,7 +333,7 @@ async fn ten_thousand_streams_leave_no_watch_task_or_memory_behind() {
         started.elapsed(),
         grown_bytes as f64 / streams as f64,
     );
-    // A stream leaking its ResponseQueue, a watch or its task would leave
+    // A stream leaking its ResponseQueue, a watch or its body would leave
     // at least one allocation and ~100 bytes each: 8,500 of them. What may
     // remain is capacity some map or queue grew to at a new peak.
     assert!(

@@ -194,7 +194,7 @@ async fn shutdown_with_a_thousand_open_streams_is_prompt() {
     let server_stopped = started.elapsed();
     eprintln!(
         "shutdown of {STREAMS} streams: every client told UNAVAILABLE in {clients_told:?}, \
-         every stream task ended and watch gone in {streams_ended:?}, tonic server stopped in {server_stopped:?}"
+         every stream ended and watch gone in {streams_ended:?}, tonic server stopped in {server_stopped:?}"
     );
     assert!(
         server_stopped < Duration::from_secs(1),
@@ -300,7 +300,7 @@ async fn shutdown_ends_streams_whose_clients_stopped_reading() {
     server.shutdown();
     counts.wait_all_closed(Duration::from_secs(1)).await;
     let ended = started.elapsed();
-    eprintln!("shutdown of {STALLED} streams whose clients stopped reading: every stream task ended in {ended:?}");
+    eprintln!("shutdown of {STALLED} streams whose clients stopped reading: every stream ended in {ended:?}");
     assert!(cache
         .status_info("stalled")
         .is_some_and(|s| s.num_watches == 0));

@@ -44,10 +44,7 @@ impl RememberedDelta {
         Arc::ptr_eq(&self.known, sub.shared_returned())
             && match &self.names {
                 None => sub.is_wildcard(),
-                Some(names) => {
-                    !sub.is_wildcard()
-                        && (Arc::ptr_eq(names, sub.names()) || names[..] == sub.names()[..])
-                }
+                Some(names) => !sub.is_wildcard() && sub.names_are(names),
             }
     }
 }

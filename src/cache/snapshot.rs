@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::envoy::service::runtime::v3::Runtime;
 
 use super::delta_response::RememberedDelta;
+use super::subscription::same_names;
 use super::{EncodedList, EncodedResource, ReturnedResources, Subscription};
 use crate::resource::{ResourceType, XdsResource};
 
@@ -122,7 +123,7 @@ impl TypeResources {
     /// shared with the last subscription that named the same.
     pub(crate) fn full_named(&self, names: &Arc<[String]>) -> FullAnswer {
         if let Some(memo) = self.named_full.lock().as_ref() {
-            if Arc::ptr_eq(&memo.names, names) || memo.names[..] == names[..] {
+            if same_names(&memo.names, names) {
                 return (Arc::clone(&memo.resources), Arc::clone(&memo.returned));
             }
         }
@@ -151,10 +152,10 @@ impl TypeResources {
         if !sub.prefixes().is_empty() {
             return false;
         }
-        self.named_full.lock().as_ref().is_some_and(|memo| {
-            Arc::ptr_eq(&memo.returned, held)
-                && (Arc::ptr_eq(&memo.names, sub.names()) || memo.names[..] == sub.names()[..])
-        })
+        self.named_full
+            .lock()
+            .as_ref()
+            .is_some_and(|memo| Arc::ptr_eq(&memo.returned, held) && sub.names_are(&memo.names))
     }
 
     /// Every resource at its own version: what a delta client holding them

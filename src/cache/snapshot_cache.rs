@@ -89,22 +89,14 @@ impl NodeState {
     /// request carries itself (when the stream gave none).
     fn touch(&mut self, shared: Option<&Arc<Node>>, own: Option<&Node>) {
         self.last_watch_request = Some(SystemTime::now());
-        match (shared, own) {
-            (Some(node), _) => {
-                let same = self
-                    .node
-                    .as_ref()
-                    .is_some_and(|known| Arc::ptr_eq(known, node) || known == node);
-                if !same {
-                    self.node = Some(Arc::clone(node));
-                }
-            }
-            (None, Some(node)) => {
-                if self.node.as_deref() != Some(node) {
-                    self.node = Some(Arc::new(node.clone()));
-                }
-            }
-            (None, None) => {}
+        let Some(node) = shared.map(|n| &**n).or(own) else {
+            return;
+        };
+        let known = self.node.as_ref().is_some_and(|known| {
+            shared.is_some_and(|shared| Arc::ptr_eq(known, shared)) || **known == *node
+        });
+        if !known {
+            self.node = Some(shared.cloned().unwrap_or_else(|| Arc::new(node.clone())));
         }
     }
 }

@@ -199,6 +199,12 @@ impl Subscription {
         &self.names
     }
 
+    /// Whether the explicit names are exactly `names` (often the very same
+    /// shared list, recognised without comparing).
+    pub(crate) fn names_are(&self, names: &Arc<[String]>) -> bool {
+        same_names(&self.names, names)
+    }
+
     /// Whether `name` is subscribed to explicitly.
     pub fn has_name(&self, name: &str) -> bool {
         has(&self.names, name)
@@ -236,6 +242,11 @@ impl Subscription {
 }
 
 /// Whether the sorted `names` hold `name`.
+/// Whether two sorted name lists are the same, by identity first.
+pub(crate) fn same_names(a: &Arc<[String]>, b: &Arc<[String]>) -> bool {
+    Arc::ptr_eq(a, b) || a[..] == b[..]
+}
+
 fn has(names: &[String], name: &str) -> bool {
     names.binary_search_by(|n| n.as_str().cmp(name)).is_ok()
 }

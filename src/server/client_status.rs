@@ -207,15 +207,14 @@ impl StatusHandle {
     fn update(&self, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
         let mut status = self.status.lock();
         let types = &mut status.types;
-        match types.iter().position(|(t, _)| t == type_url) {
-            Some(i) => f(&mut types[i].1),
-            None => {
+        let i = types
+            .iter()
+            .position(|(t, _)| t == type_url)
+            .unwrap_or_else(|| {
                 types.push((type_url.to_owned(), TypeStatus::default()));
-                if let Some((_, t)) = types.last_mut() {
-                    f(t);
-                }
-            }
-        }
+                types.len() - 1
+            });
+        f(&mut types[i].1);
     }
 }
 

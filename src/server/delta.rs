@@ -33,6 +33,7 @@ impl DeltaStream {
 }
 
 impl Answer for DeltaResponse {
+    type Request = DeltaDiscoveryRequest;
     fn type_url(&self) -> &str {
         DeltaResponse::type_url(self)
     }
@@ -52,18 +53,16 @@ impl Answer for DeltaResponse {
             self.heartbeat,
         )
     }
-    fn report(&mut self, ctx: &mut StreamContext, nonce: &str, message: &WireMessage) {
-        // The callbacks see the request with the stream's node, lent.
-        ctx.lend_node_again(&mut Arc::make_mut(&mut self.request).node);
+    fn report(&self, ctx: &StreamContext, nonce: &str, message: &WireMessage) {
         ctx.shared.callbacks.on_stream_delta_response(
             ctx.id,
             &self.request,
             &SentDeltaResponse::new(self, nonce, message),
         );
         metrics::delta_response(self, nonce, message.len());
-        if let Some(request) = Arc::get_mut(&mut self.request) {
-            ctx.reclaim_node(&mut request.node);
-        }
+    }
+    fn request_mut(&mut self) -> &mut Arc<DeltaDiscoveryRequest> {
+        &mut self.request
     }
     fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>) {
         (self.system_version, self.returned)
@@ -81,15 +80,13 @@ impl Protocol for DeltaStream {
 
     fn handle_request(&mut self, mut request: DeltaDiscoveryRequest) -> Result<(), Status> {
         let ctx = &mut self.core.ctx;
-        ctx.lend_node(&mut request.node);
-        let accepted = ctx.check_type_url(&mut request.type_url).and_then(|()| {
-            metrics::delta_request(&request);
+        ctx.with_node_lent(&mut request, |ctx, request| {
+            ctx.check_type_url(&mut request.type_url)?;
+            metrics::delta_request(request);
             ctx.shared
                 .callbacks
-                .on_stream_delta_request(ctx.id, &request)
-        });
-        ctx.reclaim_node(&mut request.node);
-        accepted?;
+                .on_stream_delta_request(ctx.id, request)
+        })?;
 
         let type_url = request.type_url.clone();
         let state = match self.core.types.get_mut(&type_url) {

@@ -6,12 +6,12 @@
 //! streaming RPCs, whose codec would rebuild and re-encode every response
 //! per stream and keep a buffer the size of the largest one for the life of
 //! the stream. Here requests are decoded by [`RequestStream`], which keeps
-//! no buffer between messages, and responses leave as the stream driver
-//! encoded them ([`super::wire`]): a head of their own and, for state of
-//! the world, a body shared with every stream sending the same answer,
-//! joined into as few data frames as sensible
-//! ([`super::response_body`]). Unary `Fetch*` calls go through tonic's own
-//! `Grpc::unary`.
+//! no buffer between messages, and the response body runs the stream
+//! ([`super::stream_body`]): responses leave as it encoded them
+//! ([`super::wire`]), a head of their own and, for state of the world, a
+//! body shared with every stream sending the same answer, joined into as
+//! few data frames as sensible ([`super::frames`]). Unary `Fetch*` calls go
+//! through tonic's own `Grpc::unary`.
 
 use std::convert::Infallible;
 use std::fmt;

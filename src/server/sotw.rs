@@ -29,6 +29,7 @@ impl SotwStream {
 }
 
 impl Answer for SotwResponse {
+    type Request = DiscoveryRequest;
     fn type_url(&self) -> &str {
         SotwResponse::type_url(self)
     }
@@ -41,18 +42,16 @@ impl Answer for SotwResponse {
     fn encode(&self, nonce: &str) -> Result<WireMessage, Status> {
         wire::sotw_message(&self.version, self.type_url(), nonce, &self.resources)
     }
-    fn report(&mut self, ctx: &mut StreamContext, nonce: &str, message: &WireMessage) {
-        // The callbacks see the request with the stream's node, lent.
-        ctx.lend_node_again(&mut Arc::make_mut(&mut self.request).node);
+    fn report(&self, ctx: &StreamContext, nonce: &str, message: &WireMessage) {
         ctx.shared.callbacks.on_stream_response(
             ctx.id,
             &self.request,
             &SentResponse::new(self, nonce, message),
         );
         metrics::sotw_response(self, nonce, message.len());
-        if let Some(request) = Arc::get_mut(&mut self.request) {
-            ctx.reclaim_node(&mut request.node);
-        }
+    }
+    fn request_mut(&mut self) -> &mut Arc<DiscoveryRequest> {
+        &mut self.request
     }
     fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>) {
         (self.version, self.returned)
@@ -70,13 +69,11 @@ impl Protocol for SotwStream {
 
     fn handle_request(&mut self, mut request: DiscoveryRequest) -> Result<(), Status> {
         let ctx = &mut self.core.ctx;
-        ctx.lend_node(&mut request.node);
-        let accepted = ctx.check_type_url(&mut request.type_url).and_then(|()| {
-            metrics::sotw_request(&request);
-            ctx.shared.callbacks.on_stream_request(ctx.id, &request)
-        });
-        ctx.reclaim_node(&mut request.node);
-        accepted?;
+        ctx.with_node_lent(&mut request, |ctx, request| {
+            ctx.check_type_url(&mut request.type_url)?;
+            metrics::sotw_request(request);
+            ctx.shared.callbacks.on_stream_request(ctx.id, request)
+        })?;
 
         let type_url = request.type_url.clone();
         let state = match self.core.types.get_mut(&type_url) {

@@ -10,6 +10,7 @@ use tonic::Status;
 
 use super::callbacks::{Nack, StreamId};
 use super::client_status::StatusHandle;
+use super::request_stream::NodeRequest;
 use super::wire::WireMessage;
 use super::Shared;
 use crate::cache::{ResponseQueue, ReturnedResources, Subscription, WatchHandle};
@@ -78,12 +79,18 @@ impl StreamContext {
         }
     }
 
-    /// Remembers a request's node when it carries one (a changed node is
-    /// copied once); otherwise lends it the stream's node, moved, not
-    /// copied, so callbacks see it. [`StreamContext::reclaim_node`] takes it
-    /// back.
-    pub(crate) fn lend_node(&mut self, node: &mut Option<Node>) {
-        match node {
+    /// Runs `f` (a request's checks and callbacks) with the stream's node
+    /// in the request: a request carrying a node makes it the stream's (a
+    /// changed node is copied once); one that left it out is lent the
+    /// stream's, moved, not copied. Afterwards the request is left without
+    /// a node: it is kept that way, as watches share
+    /// [`StreamContext::shared_node`].
+    pub(crate) fn with_node_lent<R: NodeRequest, T>(
+        &mut self,
+        request: &mut R,
+        f: impl FnOnce(&mut Self, &mut R) -> T,
+    ) -> T {
+        match request.node_slot() {
             Some(node) if self.node.as_ref() != Some(node) => {
                 metrics::node_known(node);
                 self.node = Some(node.clone());
@@ -91,13 +98,34 @@ impl StreamContext {
                 self.status.set_node(self.node.as_ref());
             }
             Some(_) => {}
-            None => *node = self.node.take(),
+            lent => *lent = self.node.take(),
+        }
+        let out = f(self, request);
+        self.reclaim_node(request.node_slot());
+        out
+    }
+
+    /// As [`StreamContext::with_node_lent`], for a request kept since and
+    /// now reported with its response: lent only if it has no node of its
+    /// own (a request shared elsewhere is copied first), until
+    /// [`StreamContext::reclaim_node_from_kept`].
+    fn lend_node_to_kept<R: NodeRequest + Clone>(&mut self, request: &mut Arc<R>) {
+        if self.node.is_none() {
+            return;
+        }
+        let slot = Arc::make_mut(request).node_slot();
+        if slot.is_none() {
+            *slot = self.node.take();
         }
     }
 
-    /// Takes the node out of a request after its callbacks: the request is
-    /// kept without it, as watches share [`StreamContext::shared_node`].
-    pub(crate) fn reclaim_node(&mut self, node: &mut Option<Node>) {
+    fn reclaim_node_from_kept<R: NodeRequest>(&mut self, request: &mut Arc<R>) {
+        if let Some(request) = Arc::get_mut(request) {
+            self.reclaim_node(request.node_slot());
+        }
+    }
+
+    fn reclaim_node(&mut self, node: &mut Option<Node>) {
         if let Some(node) = node.take() {
             if self.node.is_none() {
                 self.node = Some(node);
@@ -108,14 +136,6 @@ impl StreamContext {
     /// The stream's node, shared.
     pub(crate) fn shared_node(&self) -> Option<Arc<Node>> {
         self.shared_node.clone()
-    }
-
-    /// Lends the stream's node to a stored request that is reported to
-    /// callbacks again (with its response); reclaimed as above.
-    pub(crate) fn lend_node_again(&mut self, node: &mut Option<Node>) {
-        if node.is_none() {
-            *node = self.node.take();
-        }
     }
 
     /// Checks the request's type URL against the service, filling in the
@@ -255,14 +275,18 @@ impl TypeState {
 
 /// A cache answer as the shared stamping step needs it.
 pub(crate) trait Answer: Sized {
+    type Request: NodeRequest + Clone;
     fn type_url(&self) -> &str;
     /// The version the response carries (delta: `system_version_info`).
     fn version(&self) -> &Arc<str>;
     fn returned(&self) -> &Arc<ReturnedResources>;
     /// The response as it goes on the wire.
     fn encode(&self, nonce: &str) -> Result<WireMessage, Status>;
-    /// Tells callbacks and metrics the response is being sent.
-    fn report(&mut self, ctx: &mut StreamContext, nonce: &str, message: &WireMessage);
+    /// Tells callbacks and metrics the response is being sent; the kept
+    /// request has the stream's node then.
+    fn report(&self, ctx: &StreamContext, nonce: &str, message: &WireMessage);
+    /// The request the answer replies to, as the cache kept it.
+    fn request_mut(&mut self) -> &mut Arc<Self::Request>;
     /// The version and the record of what the client then has.
     fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>);
 }
@@ -328,7 +352,9 @@ impl<A: Answer> StreamCore<A> {
         let ctx = &mut self.ctx;
         let nonce = ctx.next_nonce();
         let message = answer.encode(&nonce)?;
+        ctx.lend_node_to_kept(answer.request_mut());
         answer.report(ctx, &nonce, &message);
+        ctx.reclaim_node_from_kept(answer.request_mut());
         // The same map the subscription keeps: the status links to it.
         ctx.status
             .sent(answer.type_url(), answer.version(), answer.returned());
