@@ -281,10 +281,10 @@ pub(crate) fn nack(kind: StreamKind, type_url: &str) {
 }
 
 /// A state-of-the-world response of `bytes` encoded bytes was produced.
-pub(crate) fn sotw_response(response: &SotwResponse, nonce: &str, bytes: usize) {
-    imp::response(StreamKind::Sotw, response.type_url(), bytes);
+pub(crate) fn sotw_response(response: &SotwResponse, type_url: &str, nonce: &str, bytes: usize) {
+    imp::response(StreamKind::Sotw, type_url, bytes);
     tracing::debug!(
-        type_url = response.type_url(),
+        type_url,
         version = &*response.version,
         nonce,
         resources = response.resources.len(),
@@ -294,10 +294,10 @@ pub(crate) fn sotw_response(response: &SotwResponse, nonce: &str, bytes: usize) 
 }
 
 /// A delta response of `bytes` encoded bytes was produced.
-pub(crate) fn delta_response(response: &DeltaResponse, nonce: &str, bytes: usize) {
-    imp::response(StreamKind::Delta, response.type_url(), bytes);
+pub(crate) fn delta_response(response: &DeltaResponse, type_url: &str, nonce: &str, bytes: usize) {
+    imp::response(StreamKind::Delta, type_url, bytes);
     tracing::debug!(
-        type_url = response.type_url(),
+        type_url,
         version = &*response.system_version,
         nonce,
         resources = response.resources.len(),

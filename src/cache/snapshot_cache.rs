@@ -12,13 +12,13 @@ use parking_lot::{Mutex, RwLock};
 
 use super::delta_response::delta_response;
 use super::heartbeat::{delta_heartbeat, sotw_heartbeat, HeartbeatTask};
-use super::sotw_response::sotw_response;
+use super::sotw_response::{sotw_response, sotw_response_of};
 use super::{
     Cache, CacheError, CurrentResources, DeltaResponse, DeltaWatchRequest, FetchError, IdHash,
     NodeHash, ResponseSink, Snapshot, SotwResponse, StatusInfo, Subscription, WatchHandle,
     WatchRequest,
 };
-use crate::resource;
+use crate::resource::ResourceType;
 
 /// Holds a [`Snapshot`] per node key and answers the watches of every
 /// stream of that node; see the crate docs for the serving rules.
@@ -63,18 +63,24 @@ struct NodeState {
     last_watch_request: Option<SystemTime>,
 }
 
-struct Watch {
-    request: WatchRequest,
-    sink: ResponseSink<SotwResponse>,
+/// A held watch, with its type as known when it was opened: answering it
+/// later reads neither the request's type URL nor anything else of the
+/// request but what decides the answer.
+struct Held<R, S> {
+    kind: Option<ResourceType>,
+    request: R,
+    sink: ResponseSink<S>,
 }
 
-struct DeltaWatch {
-    request: DeltaWatchRequest,
-    sink: ResponseSink<DeltaResponse>,
-}
+type Watch = Held<WatchRequest, SotwResponse>;
+type DeltaWatch = Held<DeltaWatchRequest, DeltaResponse>;
 
-fn delta_answer(snapshot: &Snapshot, watch: &DeltaWatchRequest) -> Option<DeltaResponse> {
-    delta_response(snapshot.by_type_url(watch.type_url())?, watch)
+fn delta_answer(
+    snapshot: &Snapshot,
+    kind: Option<ResourceType>,
+    watch: &DeltaWatchRequest,
+) -> Option<DeltaResponse> {
+    delta_response(snapshot.of_type(kind?), watch)
 }
 
 impl NodeState {
@@ -102,31 +108,44 @@ impl NodeState {
 }
 
 /// Takes out of `watches` every watch `answer` has a response for.
-fn take_answered<W, R>(
-    watches: &mut HashMap<u64, W>,
-    answer: impl Fn(&W) -> Option<R>,
-    sink: impl Fn(W) -> ResponseSink<R>,
-) -> Vec<(ResponseSink<R>, R)> {
+fn take_answered<Q, R>(
+    watches: &mut HashMap<u64, Held<Q, R>>,
+    answer: impl Fn(Option<ResourceType>, &Q) -> Option<R>,
+) -> Vec<Ready<R>> {
     let ready: Vec<(u64, R)> = watches
         .iter()
-        .filter_map(|(id, watch)| answer(watch).map(|r| (*id, r)))
+        .filter_map(|(id, w)| answer(w.kind, &w.request).map(|r| (*id, r)))
         .collect();
     ready
         .into_iter()
-        .filter_map(|(id, response)| watches.remove(&id).map(|w| (sink(w), response)))
+        .filter_map(|(id, response)| {
+            let watch = watches.remove(&id)?;
+            Some(Ready {
+                order: watch.kind.map_or(ResourceType::COUNT, ResourceType::index),
+                sink: watch.sink,
+                response,
+            })
+        })
         .collect()
+}
+
+/// An answer to deliver, with its rank in ADS order.
+struct Ready<R> {
+    order: usize,
+    sink: ResponseSink<R>,
+    response: R,
 }
 
 /// Answers taken out of a node's watches, to deliver once its lock is released.
 struct Answers {
-    sotw: Vec<(ResponseSink<SotwResponse>, SotwResponse)>,
-    delta: Vec<(ResponseSink<DeltaResponse>, DeltaResponse)>,
+    sotw: Vec<Ready<SotwResponse>>,
+    delta: Vec<Ready<DeltaResponse>>,
 }
 
 impl Answers {
     fn deliver(self) {
-        deliver_in_ads_order(self.sotw, SotwResponse::type_url);
-        deliver_in_ads_order(self.delta, DeltaResponse::type_url);
+        deliver_in_ads_order(self.sotw);
+        deliver_in_ads_order(self.delta);
     }
 }
 
@@ -134,12 +153,12 @@ impl NodeState {
     /// Takes out every watch, SotW or delta, that `sotw` or `delta` answers.
     fn take_answers(
         &mut self,
-        sotw: impl Fn(&WatchRequest) -> Option<SotwResponse>,
-        delta: impl Fn(&DeltaWatchRequest) -> Option<DeltaResponse>,
+        sotw: impl Fn(Option<ResourceType>, &WatchRequest) -> Option<SotwResponse>,
+        delta: impl Fn(Option<ResourceType>, &DeltaWatchRequest) -> Option<DeltaResponse>,
     ) -> Answers {
         Answers {
-            sotw: take_answered(&mut self.watches, |w| sotw(&w.request), |w| w.sink),
-            delta: take_answered(&mut self.delta_watches, |w| delta(&w.request), |w| w.sink),
+            sotw: take_answered(&mut self.watches, sotw),
+            delta: take_answered(&mut self.delta_watches, delta),
         }
     }
 }
@@ -178,8 +197,8 @@ impl<H: NodeHash> SnapshotCache<H> {
         let ads = self.inner.ads;
         let (answers, _) = self.with_node(node, |state| {
             let answers = state.take_answers(
-                |w| sotw_response(&snapshot, w, ads),
-                |w| delta_answer(&snapshot, w),
+                |kind, w| sotw_response_of(&snapshot, kind?, w, ads),
+                |kind, w| delta_answer(&snapshot, kind, w),
             );
             state.snapshot = Some(snapshot);
             answers
@@ -201,8 +220,8 @@ impl<H: NodeHash> SnapshotCache<H> {
                     continue;
                 };
                 state.take_answers(
-                    |w| sotw_heartbeat(&snapshot, w),
-                    |w| delta_heartbeat(&snapshot, w),
+                    |_, w| sotw_heartbeat(&snapshot, w),
+                    |_, w| delta_heartbeat(&snapshot, w),
                 )
             };
             answers.deliver();
@@ -323,10 +342,10 @@ impl<H: NodeHash> SnapshotCache<H> {
 
 /// Delivers answers in ADS order (clusters before endpoints, listeners
 /// before routes), so a stream receiving several sends them in that order.
-fn deliver_in_ads_order<R>(mut answers: Vec<(ResponseSink<R>, R)>, type_url: impl Fn(&R) -> &str) {
-    answers.sort_by_key(|(_, response)| resource::response_order(type_url(response)));
-    for (sink, response) in answers {
-        sink.send(response);
+fn deliver_in_ads_order<R>(mut answers: Vec<Ready<R>>) {
+    answers.sort_by_key(|ready| ready.order);
+    for ready in answers {
+        ready.sink.send(ready.response);
     }
 }
 
@@ -338,16 +357,23 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
     ) -> Result<WatchHandle, CacheError> {
         let ads = self.inner.ads;
         let key = self.inner.hash.id(request.node());
+        let kind = ResourceType::from_type_url(request.type_url());
         Ok(self.open_watch(key, false, sink, |state, watch_id, sink| {
             state.touch(request.node.as_ref(), request.request.node.as_ref());
             match state
                 .snapshot
                 .as_ref()
-                .and_then(|s| sotw_response(s, &request, ads))
+                .zip(kind)
+                .and_then(|(s, kind)| sotw_response_of(s, kind, &request, ads))
             {
                 Some(response) => Some((sink, response)),
                 None => {
-                    state.watches.insert(watch_id, Watch { request, sink });
+                    let watch = Held {
+                        kind,
+                        request,
+                        sink,
+                    };
+                    state.watches.insert(watch_id, watch);
                     None
                 }
             }
@@ -360,18 +386,22 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
         sink: ResponseSink<DeltaResponse>,
     ) -> Result<WatchHandle, CacheError> {
         let key = self.inner.hash.id(request.node());
+        let kind = ResourceType::from_type_url(request.type_url());
         Ok(self.open_watch(key, true, sink, |state, watch_id, sink| {
             state.touch(request.node.as_ref(), request.request.node.as_ref());
             match state
                 .snapshot
                 .as_ref()
-                .and_then(|s| delta_answer(s, &request))
+                .and_then(|s| delta_answer(s, kind, &request))
             {
                 Some(response) => Some((sink, response)),
                 None => {
-                    state
-                        .delta_watches
-                        .insert(watch_id, DeltaWatch { request, sink });
+                    let watch = Held {
+                        kind,
+                        request,
+                        sink,
+                    };
+                    state.delta_watches.insert(watch_id, watch);
                     None
                 }
             }

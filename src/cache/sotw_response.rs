@@ -6,7 +6,7 @@ use super::{
     EncodedList, EncodedResource, ReturnedResources, Snapshot, SotwResponse, TypeResources,
     WatchRequest,
 };
-use crate::resource;
+use crate::resource::ResourceType;
 
 /// Evaluates a watch against a snapshot: `Some` is the answer to send now,
 /// `None` means hold the watch until the snapshot changes.
@@ -25,7 +25,19 @@ pub(crate) fn sotw_response(
     watch: &WatchRequest,
     ads_hold: bool,
 ) -> Option<SotwResponse> {
-    let resources = snapshot.by_type_url(watch.type_url())?;
+    let kind = ResourceType::from_type_url(watch.type_url())?;
+    sotw_response_of(snapshot, kind, watch, ads_hold)
+}
+
+/// As [`sotw_response`], for a watch whose type is known already (a cache
+/// keeps it with the watch rather than reading the request's text again).
+pub(crate) fn sotw_response_of(
+    snapshot: &Snapshot,
+    kind: ResourceType,
+    watch: &WatchRequest,
+    ads_hold: bool,
+) -> Option<SotwResponse> {
+    let resources = snapshot.of_type(kind);
     let sub = &watch.subscription;
     if ads_hold
         && !sub.is_wildcard()
@@ -35,7 +47,7 @@ pub(crate) fn sotw_response(
         return None;
     }
     let version = resources.shared_version();
-    let full_state = resource::requires_full_state_in_sotw(watch.type_url());
+    let full_state = kind.requires_full_state_in_sotw();
     if **version != *watch.version_info {
         return Some(full_response(watch, resources));
     }

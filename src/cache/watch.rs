@@ -230,6 +230,11 @@ impl<R> fmt::Debug for ResponseSink<R> {
 }
 
 /// An open watch; dropping it cancels the watch in the cache.
+///
+/// A watch is cancelled only while unanswered: once its [`ResponseSink`]
+/// delivered an answer, the stream forgets the handle without cancelling,
+/// since a cache lets go of a watch when it answers it (sending consumes
+/// the sink). This spares the cache a lookup for every answer it sends.
 #[must_use = "dropping a WatchHandle cancels the watch"]
 pub struct WatchHandle {
     cancel: Option<Box<dyn FnOnce() + Send + Sync>>,
@@ -247,6 +252,13 @@ impl WatchHandle {
     /// A handle for a watch answered at once, with nothing to cancel.
     pub fn answered() -> Self {
         WatchHandle { cancel: None }
+    }
+
+    /// Forgets a watch the cache has answered, without cancelling it.
+    pub fn forget_answered(mut self) {
+        if self.cancel.take().is_some() {
+            metrics::watch_closed();
+        }
     }
 }
 
@@ -289,5 +301,13 @@ mod tests {
         drop(WatchHandle::new(move || flag.store(true, Ordering::SeqCst)));
         assert!(cancelled.load(Ordering::SeqCst));
         drop(WatchHandle::answered());
+    }
+
+    #[test]
+    fn an_answered_watch_is_forgotten_without_cancelling() {
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&cancelled);
+        WatchHandle::new(move || flag.store(true, Ordering::SeqCst)).forget_answered();
+        assert!(!cancelled.load(Ordering::SeqCst));
     }
 }

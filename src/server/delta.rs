@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::callbacks::{Nack, SentDeltaResponse};
-use super::stream::{open_type, Answer, Protocol, StreamContext, StreamCore};
+use super::stream::{Answer, Protocol, StreamContext, StreamCore, TypeKey};
 use super::wire::{self, WireMessage};
 use crate::cache::{
     DeltaResponse, DeltaWatchRequest, ResponseQueue, ReturnedResources, Subscription,
@@ -34,32 +34,29 @@ impl DeltaStream {
 
 impl Answer for DeltaResponse {
     type Request = DeltaDiscoveryRequest;
-    fn type_url(&self) -> &str {
-        DeltaResponse::type_url(self)
-    }
     fn version(&self) -> &Arc<str> {
         &self.system_version
     }
     fn returned(&self) -> &Arc<ReturnedResources> {
         &self.returned
     }
-    fn encode(&self, nonce: &str) -> Result<WireMessage, Status> {
+    fn encode(&self, type_url: &str, nonce: &str) -> Result<WireMessage, Status> {
         wire::delta_message(
             &self.system_version,
-            self.type_url(),
+            type_url,
             nonce,
             self.resources.iter(),
             self.removed.iter(),
             self.heartbeat,
         )
     }
-    fn report(&self, ctx: &StreamContext, nonce: &str, message: &WireMessage) {
+    fn report(&self, ctx: &StreamContext, type_url: &str, nonce: &str, message: &WireMessage) {
         ctx.shared.callbacks.on_stream_delta_response(
             ctx.id,
             &self.request,
             &SentDeltaResponse::new(self, nonce, message),
         );
-        metrics::delta_response(self, nonce, message.len());
+        metrics::delta_response(self, type_url, nonce, message.len());
     }
     fn request_mut(&mut self) -> &mut Arc<DeltaDiscoveryRequest> {
         &mut self.request
@@ -88,11 +85,11 @@ impl Protocol for DeltaStream {
                 .on_stream_delta_request(ctx.id, request)
         })?;
 
-        let type_url = request.type_url.clone();
-        let state = match self.core.types.get_mut(&type_url) {
+        let key = TypeKey::of(&request.type_url);
+        let state = match self.core.types.get_mut(&key) {
             Some(state) => {
                 state.watch = None;
-                state.change_subscription(&ctx.status, &type_url, |sub| {
+                state.change_subscription(&ctx.status, |sub| {
                     sub.update_delta(
                         &request.resource_names_subscribe,
                         &request.resource_names_unsubscribe,
@@ -100,7 +97,7 @@ impl Protocol for DeltaStream {
                 });
                 state
             }
-            None => open_type(ctx, &mut self.core.types, &type_url, |legacy| {
+            None => self.core.types.open(ctx, key, |legacy| {
                 Subscription::delta(
                     &request.resource_names_subscribe,
                     &request.resource_names_unsubscribe,
@@ -109,6 +106,7 @@ impl Protocol for DeltaStream {
                 )
             })?,
         };
+        let type_url = state.key.as_str();
 
         if let Some(error) = &request.error_detail {
             let rejected = if request.response_nonce == state.last_nonce {
@@ -118,7 +116,7 @@ impl Protocol for DeltaStream {
             };
             let nack = Nack {
                 node: ctx.node.as_ref(),
-                type_url: &type_url,
+                type_url,
                 rejected_version: rejected,
                 current_version: "",
                 nonce: &request.response_nonce,
@@ -126,7 +124,7 @@ impl Protocol for DeltaStream {
             };
             ctx.report_nack(metrics::StreamKind::Delta, &nack);
         } else if !state.last_nonce.is_empty() && request.response_nonce == state.last_nonce {
-            ctx.report_ack(metrics::StreamKind::Delta, &type_url, &state.last_version);
+            ctx.report_ack(metrics::StreamKind::Delta, type_url, &state.last_version);
         }
 
         state.watch_id = ctx.next_watch_id();

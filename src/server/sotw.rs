@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
 use super::callbacks::{Nack, SentResponse};
-use super::stream::{open_type, Answer, Protocol, StreamContext, StreamCore};
+use super::stream::{Answer, Protocol, StreamContext, StreamCore, TypeKey};
 use super::wire::{self, WireMessage};
 use crate::cache::{ResponseQueue, ReturnedResources, SotwResponse, Subscription, WatchRequest};
 use crate::metrics;
@@ -30,25 +30,22 @@ impl SotwStream {
 
 impl Answer for SotwResponse {
     type Request = DiscoveryRequest;
-    fn type_url(&self) -> &str {
-        SotwResponse::type_url(self)
-    }
     fn version(&self) -> &Arc<str> {
         &self.version
     }
     fn returned(&self) -> &Arc<ReturnedResources> {
         &self.returned
     }
-    fn encode(&self, nonce: &str) -> Result<WireMessage, Status> {
-        wire::sotw_message(&self.version, self.type_url(), nonce, &self.resources)
+    fn encode(&self, type_url: &str, nonce: &str) -> Result<WireMessage, Status> {
+        wire::sotw_message(&self.version, type_url, nonce, &self.resources)
     }
-    fn report(&self, ctx: &StreamContext, nonce: &str, message: &WireMessage) {
+    fn report(&self, ctx: &StreamContext, type_url: &str, nonce: &str, message: &WireMessage) {
         ctx.shared.callbacks.on_stream_response(
             ctx.id,
             &self.request,
             &SentResponse::new(self, nonce, message),
         );
-        metrics::sotw_response(self, nonce, message.len());
+        metrics::sotw_response(self, type_url, nonce, message.len());
     }
     fn request_mut(&mut self) -> &mut Arc<DiscoveryRequest> {
         &mut self.request
@@ -75,13 +72,13 @@ impl Protocol for SotwStream {
             ctx.shared.callbacks.on_stream_request(ctx.id, request)
         })?;
 
-        let type_url = request.type_url.clone();
-        let state = match self.core.types.get_mut(&type_url) {
+        let key = TypeKey::of(&request.type_url);
+        let state = match self.core.types.get_mut(&key) {
             Some(state) => {
                 if !state.last_nonce.is_empty() && request.response_nonce != state.last_nonce {
                     tracing::debug!(
                         stream = ctx.id,
-                        type_url,
+                        type_url = request.type_url,
                         nonce = request.response_nonce,
                         "ignoring request with stale nonce"
                     );
@@ -89,26 +86,27 @@ impl Protocol for SotwStream {
                 }
                 // Cancel before changing the subscription so the cache lets go of it.
                 state.watch = None;
-                state.change_subscription(&ctx.status, &type_url, |sub| {
+                state.change_subscription(&ctx.status, |sub| {
                     sub.set_sotw_names(&request.resource_names)
                 });
                 state
             }
-            None => open_type(ctx, &mut self.core.types, &type_url, |legacy| {
+            None => self.core.types.open(ctx, key, |legacy| {
                 Subscription::sotw(&request.resource_names, legacy)
             })?,
         };
+        let type_url = state.key.as_str();
 
         let acks_latest =
             !state.last_nonce.is_empty() && request.response_nonce == state.last_nonce;
         if acks_latest && request.error_detail.is_none() && !state.nacked {
-            ctx.report_ack(metrics::StreamKind::Sotw, &type_url, &request.version_info);
+            ctx.report_ack(metrics::StreamKind::Sotw, type_url, &request.version_info);
         }
         let version_info = match &request.error_detail {
             Some(error) if !state.last_nonce.is_empty() => {
                 let nack = Nack {
                     node: ctx.node.as_ref(),
-                    type_url: &type_url,
+                    type_url,
                     rejected_version: &state.last_version,
                     current_version: &request.version_info,
                     nonce: &request.response_nonce,

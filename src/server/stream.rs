@@ -2,7 +2,6 @@
 //! [`Protocol`] a stream runs ([`super::stream_body`] drives it), its
 //! context, and its per-type state.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -15,7 +14,7 @@ use super::wire::WireMessage;
 use super::Shared;
 use crate::cache::{ResponseQueue, ReturnedResources, Subscription, WatchHandle};
 use crate::metrics;
-use crate::resource;
+use crate::resource::ResourceType;
 
 /// One flavour of the xDS protocol on one stream.
 pub(crate) trait Protocol: Send + 'static {
@@ -206,6 +205,7 @@ impl StreamContext {
 
 /// Per-type protocol state of one stream, state of the world or delta.
 pub(crate) struct TypeState {
+    pub(crate) key: TypeKey,
     pub(crate) subscription: Arc<Subscription>,
     /// The open watch; `None` once answered and until the next request.
     pub(crate) watch: Option<WatchHandle>,
@@ -220,8 +220,9 @@ pub(crate) struct TypeState {
 }
 
 impl TypeState {
-    pub(crate) fn new(subscription: Subscription) -> Self {
+    fn new(key: TypeKey, subscription: Subscription) -> Self {
         TypeState {
+            key,
             subscription: Arc::new(subscription),
             watch: None,
             watch_id: 0,
@@ -237,14 +238,13 @@ impl TypeState {
     pub(crate) fn change_subscription(
         &mut self,
         status: &StatusHandle,
-        type_url: &str,
         change: impl FnOnce(&mut Subscription),
     ) {
         let held = Arc::as_ptr(self.subscription.shared_returned());
         change(Arc::make_mut(&mut self.subscription));
         let now = self.subscription.shared_returned();
         if Arc::as_ptr(now) != held {
-            status.holds(type_url, now);
+            status.holds(self.key.as_str(), now);
         }
     }
 
@@ -254,7 +254,9 @@ impl TypeState {
         if self.watch_id != watch_id {
             return false;
         }
-        self.watch = None;
+        if let Some(watch) = self.watch.take() {
+            watch.forget_answered();
+        }
         true
     }
 
@@ -276,43 +278,97 @@ impl TypeState {
 /// A cache answer as the shared stamping step needs it.
 pub(crate) trait Answer: Sized {
     type Request: NodeRequest + Clone;
-    fn type_url(&self) -> &str;
     /// The version the response carries (delta: `system_version_info`).
     fn version(&self) -> &Arc<str>;
     fn returned(&self) -> &Arc<ReturnedResources>;
-    /// The response as it goes on the wire.
-    fn encode(&self, nonce: &str) -> Result<WireMessage, Status>;
+    /// The response as it goes on the wire; `type_url` is the answer's own,
+    /// as the stream keeps it.
+    fn encode(&self, type_url: &str, nonce: &str) -> Result<WireMessage, Status>;
     /// Tells callbacks and metrics the response is being sent; the kept
     /// request has the stream's node then.
-    fn report(&self, ctx: &StreamContext, nonce: &str, message: &WireMessage);
+    fn report(&self, ctx: &StreamContext, type_url: &str, nonce: &str, message: &WireMessage);
     /// The request the answer replies to, as the cache kept it.
     fn request_mut(&mut self) -> &mut Arc<Self::Request>;
     /// The version and the record of what the client then has.
     fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>);
 }
 
-/// The state of a type the stream starts to watch, within its budget of
-/// types; `subscription` is given whether legacy wildcard applies.
-pub(crate) fn open_type<'a>(
-    ctx: &StreamContext,
-    types: &'a mut HashMap<String, TypeState, ahash::RandomState>,
-    type_url: &str,
-    subscription: impl FnOnce(bool) -> Subscription,
-) -> Result<&'a mut TypeState, Status> {
-    ctx.check_type_budget(types.len())?;
-    let legacy = ctx.shared.options.legacy_wildcard.allowed_for(type_url);
-    let state = TypeState::new(subscription(legacy));
-    ctx.status
-        .holds(type_url, state.subscription.shared_returned());
-    Ok(types.entry(type_url.to_string()).or_insert(state))
+/// A type URL as a stream keeps it: a known type by its kind, so that
+/// answers are matched and ordered without reading the text again; any
+/// other type as the client spelled it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TypeKey {
+    Known(ResourceType),
+    Other(Box<str>),
+}
+
+impl TypeKey {
+    pub(crate) fn of(type_url: &str) -> Self {
+        match ResourceType::from_type_url(type_url) {
+            Some(kind) => TypeKey::Known(kind),
+            None => TypeKey::Other(type_url.into()),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            TypeKey::Known(kind) => kind.type_url(),
+            TypeKey::Other(url) => url,
+        }
+    }
+
+    /// Rank in ADS response order; unknown types go last.
+    fn order(&self) -> usize {
+        match self {
+            TypeKey::Known(kind) => kind.index(),
+            TypeKey::Other(_) => ResourceType::COUNT,
+        }
+    }
+}
+
+/// The types one stream watches: a few, so a short list beats a map, in
+/// lookups and in memory on every connection.
+#[derive(Default)]
+pub(crate) struct StreamTypes(Vec<TypeState>);
+
+impl StreamTypes {
+    pub(crate) fn get_mut(&mut self, key: &TypeKey) -> Option<&mut TypeState> {
+        self.0.iter_mut().find(|state| state.key == *key)
+    }
+
+    /// The type whose latest watch is `watch_id`, if it is still open.
+    fn by_watch(&mut self, watch_id: u64) -> Option<&mut TypeState> {
+        self.0.iter_mut().find(|state| state.watch_id == watch_id)
+    }
+
+    /// Starts watching a type, within the stream's budget of types;
+    /// `subscription` is given whether legacy wildcard applies.
+    pub(crate) fn open(
+        &mut self,
+        ctx: &StreamContext,
+        key: TypeKey,
+        subscription: impl FnOnce(bool) -> Subscription,
+    ) -> Result<&mut TypeState, Status> {
+        ctx.check_type_budget(self.0.len())?;
+        let legacy = ctx.shared.options.legacy_wildcard.allowed_for(key.as_str());
+        let state = TypeState::new(key, subscription(legacy));
+        ctx.status
+            .holds(state.key.as_str(), state.subscription.shared_returned());
+        self.0.push(state);
+        let last = self.0.len() - 1;
+        Ok(&mut self.0[last])
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// What both protocols keep per stream: its context, its per-type state,
 /// and the queue the cache answers its watches through.
 pub(crate) struct StreamCore<A> {
     pub(crate) ctx: StreamContext,
-    // Looked up by type URL with every request and response: a fast hash.
-    pub(crate) types: HashMap<String, TypeState, ahash::RandomState>,
+    pub(crate) types: StreamTypes,
     pub(crate) queue: Arc<ResponseQueue<A>>,
 }
 
@@ -320,21 +376,29 @@ impl<A: Answer> StreamCore<A> {
     pub(crate) fn new(ctx: StreamContext) -> Self {
         StreamCore {
             ctx,
-            types: HashMap::default(),
+            types: StreamTypes::default(),
             queue: ResponseQueue::new(),
         }
     }
 
     /// The pending answers as messages, in ADS order (oldest first within a
-    /// type), each recorded as sent.
+    /// type), each recorded as sent. Answers are matched to their type by
+    /// watch id: the stream's own state, not the cache's copy of the request.
     pub(crate) fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status> {
-        let mut pending = self.queue.take();
+        let pending = self.queue.take();
+        let mut ranked: Vec<(usize, u64, A)> = pending
+            .into_iter()
+            .filter_map(|(watch_id, answer)| {
+                let order = self.types.by_watch(watch_id)?.key.order();
+                Some((order, watch_id, answer))
+            })
+            .collect();
         // Usually one answer per type, pushed in ADS order already.
-        if !pending.is_sorted_by_key(|(_, answer)| resource::response_order(answer.type_url())) {
-            pending.sort_by_cached_key(|(_, answer)| resource::response_order(answer.type_url()));
+        if !ranked.is_sorted_by_key(|(order, ..)| *order) {
+            ranked.sort_by_key(|(order, ..)| *order);
         }
-        let mut messages = Vec::with_capacity(pending.len());
-        for (watch_id, answer) in pending {
+        let mut messages = Vec::with_capacity(ranked.len());
+        for (_, watch_id, answer) in ranked {
             messages.extend(self.stamp(watch_id, answer)?);
         }
         Ok(messages)
@@ -343,21 +407,22 @@ impl<A: Answer> StreamCore<A> {
     /// Turns an answer into the message to send, encoded, and records what
     /// the client now has; `None` for an answer to a watch since replaced.
     fn stamp(&mut self, watch_id: u64, mut answer: A) -> Result<Option<WireMessage>, Status> {
-        let Some(state) = self.types.get_mut(answer.type_url()) else {
+        let Some(state) = self.types.by_watch(watch_id) else {
             return Ok(None);
         };
         if !state.accept(watch_id) {
             return Ok(None);
         }
         let ctx = &mut self.ctx;
+        let type_url = state.key.as_str();
         let nonce = ctx.next_nonce();
-        let message = answer.encode(&nonce)?;
+        let message = answer.encode(type_url, &nonce)?;
         ctx.lend_node_to_kept(answer.request_mut());
-        answer.report(ctx, &nonce, &message);
+        answer.report(ctx, type_url, &nonce, &message);
         ctx.reclaim_node_from_kept(answer.request_mut());
         // The same map the subscription keeps: the status links to it.
         ctx.status
-            .sent(answer.type_url(), answer.version(), answer.returned());
+            .sent(type_url, answer.version(), answer.returned());
         let (version, returned) = answer.into_sent();
         state.record_sent(&nonce, version, returned);
         Ok(Some(message))
