@@ -82,3 +82,46 @@ async fn delta_status_tracks_system_versions() {
     assert_eq!(clusters.rejected.map(|r| r.version), Some("s2".to_string()));
     assert_eq!(clusters.acked.map(|(v, _)| v), Some("s1".to_string()));
 }
+
+/// Reads the server's client status from inside a stream's callbacks.
+#[derive(Default)]
+struct StatusFromCallbacks {
+    server: std::sync::OnceLock<xds_control_plane::Server>,
+    /// Per response: the streams listed, and whether the caller was among them.
+    seen: std::sync::Mutex<Vec<(usize, bool)>>,
+}
+
+impl xds_control_plane::server::Callbacks for StatusFromCallbacks {
+    fn on_stream_response(
+        &self,
+        stream: xds_control_plane::server::StreamId,
+        _: &xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest,
+        _: &xds_control_plane::server::SentResponse<'_>,
+    ) {
+        if let Some(server) = self.server.get() {
+            let status = server.client_status();
+            let listed_self = status.iter().any(|s| s.stream == stream);
+            self.seen.lock().unwrap().push((status.len(), listed_self));
+        }
+    }
+}
+
+#[tokio::test]
+async fn status_asked_from_a_callback_lists_the_other_streams_at_once() {
+    let cache = xds_control_plane::SnapshotCache::new(false, xds_control_plane::IdHash);
+    cache.set_snapshot("n1", snapshot("v1", &["a"], &[], &[], &[]));
+    let callbacks = std::sync::Arc::new(StatusFromCallbacks::default());
+    let server = xds_control_plane::Server::new(cache.clone(), std::sync::Arc::clone(&callbacks));
+    let _ = callbacks.server.set(server.clone());
+    let served = Served::start(&server).await;
+    let mut first = served.ads().await;
+    first.send(request("n1", CLUSTER, "", "", &[])).await;
+    first.recv().await;
+    let mut second = served.ads().await;
+    second.send(request("n1", CLUSTER, "", "", &[])).await;
+    // Its own state is held by the very callback: waiting for it would
+    // deadlock the stream.
+    second.recv().await;
+    let seen = callbacks.seen.lock().unwrap().clone();
+    assert_eq!(seen, vec![(0, false), (1, false)]);
+}

@@ -1,13 +1,12 @@
 //! What every connected client has been sent, has acknowledged and has
 //! rejected, per type: the answer to "which config does this proxy run?".
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use parking_lot::Mutex;
 
 use super::callbacks::StreamId;
 use crate::cache::ReturnedResources;
@@ -96,145 +95,59 @@ pub struct StreamStatus {
     pub types: BTreeMap<String, TypeStatus>,
 }
 
-/// A stream's status as the stream keeps it: its few types in a short list
-/// (a map node would cost more than the list, on every connection).
-#[derive(Debug)]
-struct StreamRecord {
-    stream: StreamId,
-    delta: bool,
-    node: Option<Node>,
-    types: Vec<(String, TypeStatus)>,
-}
-
-impl StreamRecord {
-    fn to_status(&self) -> StreamStatus {
-        StreamStatus {
-            stream: self.stream,
-            delta: self.delta,
-            node: self.node.clone(),
-            types: self.types.iter().cloned().collect(),
-        }
-    }
-}
-
-/// The status of every open stream. Streams update their own entry under
-/// their own lock; the registry's lock is taken only when a stream opens or
-/// closes and when someone asks.
+/// What a stream keeps of one type for its status, beside what its
+/// protocol state records anyway (the version sent, what the client holds):
+/// kept in the stream's own per-type state, so recording costs a stream no
+/// lock and no memory of its own; the server reads it when asked.
 #[derive(Debug, Default)]
-pub(crate) struct ClientStatusRegistry {
-    streams: Mutex<HashMap<StreamId, Arc<Mutex<StreamRecord>>>>,
+pub(crate) struct TypeRecord {
+    sent_at: Option<SystemTime>,
+    acked: Option<(Arc<str>, SystemTime)>,
+    rejected: Option<RejectedVersion>,
 }
 
-impl ClientStatusRegistry {
-    /// Registers a stream; its entry goes away when the handle is dropped.
-    pub(crate) fn open(self: &Arc<Self>, stream: StreamId, delta: bool) -> StatusHandle {
-        let status = Arc::new(Mutex::new(StreamRecord {
-            stream,
-            delta,
-            node: None,
-            types: Vec::new(),
-        }));
-        self.streams.lock().insert(stream, Arc::clone(&status));
-        StatusHandle {
-            registry: Arc::clone(self),
-            status,
+impl TypeRecord {
+    /// A response went out.
+    pub(crate) fn sent(&mut self) {
+        self.sent_at = Some(SystemTime::now());
+    }
+
+    /// The client acknowledged `version`; `sent` is the version last sent,
+    /// shared rather than copied when they are the same (the usual ACK).
+    pub(crate) fn acked(&mut self, version: &str, sent: &Arc<str>) {
+        let newer = self.acked.as_ref().is_none_or(|(v, _)| **v != *version);
+        if !newer {
+            return;
         }
-    }
-
-    /// A copy of every stream's status, by stream id.
-    pub(crate) fn all(&self) -> Vec<StreamStatus> {
-        let entries: Vec<_> = self.streams.lock().values().cloned().collect();
-        let mut all: Vec<StreamStatus> = entries.iter().map(|s| s.lock().to_status()).collect();
-        all.sort_by_key(|s| s.stream);
-        all
-    }
-}
-
-/// A stream's way to record its status.
-#[derive(Debug)]
-pub(crate) struct StatusHandle {
-    registry: Arc<ClientStatusRegistry>,
-    status: Arc<Mutex<StreamRecord>>,
-}
-
-impl StatusHandle {
-    pub(crate) fn set_node(&self, node: Option<&Node>) {
-        let mut status = self.status.lock();
-        if node.is_some() && status.node.as_ref() != node {
-            status.node = node.cloned();
+        if self.rejected.as_ref().is_some_and(|r| r.version != version) {
+            self.rejected = None;
         }
+        let version = if **sent == *version {
+            Arc::clone(sent)
+        } else {
+            Arc::from(version)
+        };
+        self.acked = Some((version, SystemTime::now()));
     }
 
-    /// A response went out; `held` is the stream's record of what the
-    /// client now has.
-    pub(crate) fn sent(&self, type_url: &str, version: &str, held: &Arc<ReturnedResources>) {
-        self.update(type_url, |t| {
-            stamp(&mut t.sent, version);
-            if !std::ptr::eq(t.held.0.as_ptr(), Arc::as_ptr(held)) {
-                t.held = Held(Arc::downgrade(held));
-            }
+    /// The client rejected `version` with `error`.
+    pub(crate) fn rejected(&mut self, version: &str, error: &str) {
+        self.rejected = Some(RejectedVersion {
+            version: version.to_string(),
+            error: error.to_string(),
+            at: SystemTime::now(),
         });
     }
 
-    /// The stream watches a type (first request) or replaced its record of
-    /// what the client holds (a subscription change dropped names).
-    pub(crate) fn holds(&self, type_url: &str, held: &Arc<ReturnedResources>) {
-        self.update(type_url, |t| t.held = Held(Arc::downgrade(held)));
-    }
-
-    pub(crate) fn acked(&self, type_url: &str, version: &str) {
-        self.update(type_url, |t| {
-            let newer = t.acked.as_ref().is_none_or(|(v, _)| v != version);
-            if newer {
-                stamp(&mut t.acked, version);
-            }
-            if t.rejected.as_ref().is_some_and(|r| r.version != version) && newer {
-                t.rejected = None;
-            }
-        });
-    }
-
-    pub(crate) fn rejected(&self, type_url: &str, version: &str, error: &str) {
-        self.update(type_url, |t| {
-            t.rejected = Some(RejectedVersion {
-                version: version.to_string(),
-                error: error.to_string(),
-                at: SystemTime::now(),
-            })
-        });
-    }
-
-    fn update(&self, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
-        let mut status = self.status.lock();
-        let types = &mut status.types;
-        let i = types
-            .iter()
-            .position(|(t, _)| t == type_url)
-            .unwrap_or_else(|| {
-                types.push((type_url.to_owned(), TypeStatus::default()));
-                types.len() - 1
-            });
-        f(&mut types[i].1);
-    }
-}
-
-/// Records `version` as of now, reusing the previous record's buffer: a
-/// stream stamps a version per response and per ACK.
-fn stamp(record: &mut Option<(String, SystemTime)>, version: &str) {
-    let now = SystemTime::now();
-    match record {
-        Some((recorded, at)) => {
-            version.clone_into(recorded);
-            *at = now;
+    /// The type's status: `sent` is the version last sent ("" before any),
+    /// `held` the stream's record of what the client has.
+    pub(crate) fn status(&self, sent: &str, held: &Arc<ReturnedResources>) -> TypeStatus {
+        TypeStatus {
+            sent: self.sent_at.map(|at| (sent.to_string(), at)),
+            acked: self.acked.as_ref().map(|(v, at)| (v.to_string(), *at)),
+            rejected: self.rejected.clone(),
+            held: Held(Arc::downgrade(held)),
         }
-        None => *record = Some((version.to_owned(), now)),
-    }
-}
-
-impl Drop for StatusHandle {
-    fn drop(&mut self) {
-        let stream = self.status.lock().stream;
-        self.registry.streams.lock().remove(&stream);
     }
 }
 
@@ -243,35 +156,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_sent_acked_and_rejected_versions_until_the_stream_closes() {
-        let registry = Arc::new(ClientStatusRegistry::default());
-        let handle = registry.open(7, false);
-        handle.set_node(Some(&Node {
-            id: "n1".into(),
-            ..Default::default()
-        }));
+    fn records_sent_acked_and_rejected_versions() {
+        let mut record = TypeRecord::default();
         let held = Arc::new(ReturnedResources::default());
-        handle.sent("t", "v1", &held);
-        handle.acked("t", "v1");
-        handle.sent("t", "v2", &held);
-        handle.rejected("t", "v2", "bad");
-        let status = registry.all();
-        assert_eq!(status.len(), 1);
-        assert_eq!(status[0].node.as_ref().unwrap().id, "n1");
-        let t = &status[0].types["t"];
+        let v1: Arc<str> = Arc::from("v1");
+        record.sent();
+        record.acked("v1", &v1);
+        let t = record.status("v1", &held);
+        assert!(t.in_sync());
+        // The ACK of the version sent shares it.
+        assert!(Arc::ptr_eq(&record.acked.as_ref().unwrap().0, &v1));
+        let v2: Arc<str> = Arc::from("v2");
+        record.sent();
+        record.rejected("v2", "bad");
+        let t = record.status("v2", &held);
         assert_eq!(t.acked.as_ref().unwrap().0, "v1");
         assert_eq!(t.rejected.as_ref().unwrap().error, "bad");
         assert!(!t.in_sync());
-        handle.sent("t", "v3", &held);
-        handle.acked("t", "v3");
-        let t = registry.all()[0].types["t"].clone();
+        // Acking the old version again does not take the rejection back.
+        record.acked("v1", &v2);
+        assert!(record.status("v2", &held).rejected.is_some());
+        let v3: Arc<str> = Arc::from("v3");
+        record.sent();
+        record.acked("v3", &v3);
+        let t = record.status("v3", &held);
         assert!(t.in_sync() && t.rejected.is_none());
         // The status links to the stream's record of what the client holds,
         // without keeping it alive.
         assert!(Arc::ptr_eq(&t.held_resources().unwrap(), &held));
         drop(held);
-        assert!(registry.all()[0].types["t"].held_resources().is_none());
-        drop(handle);
-        assert!(registry.all().is_empty());
+        assert!(t.held_resources().is_none());
     }
 }

@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::callbacks::{Nack, SentDeltaResponse};
+use super::client_status::StreamStatus;
 use super::stream::{Answer, Protocol, StreamContext, StreamCore, TypeKey};
 use super::wire::{self, WireMessage};
 use crate::cache::{
@@ -34,12 +35,6 @@ impl DeltaStream {
 
 impl Answer for DeltaResponse {
     type Request = DeltaDiscoveryRequest;
-    fn version(&self) -> &Arc<str> {
-        &self.system_version
-    }
-    fn returned(&self) -> &Arc<ReturnedResources> {
-        &self.returned
-    }
     fn encode(&self, type_url: &str, nonce: &str) -> Result<WireMessage, Status> {
         wire::delta_message(
             &self.system_version,
@@ -89,7 +84,7 @@ impl Protocol for DeltaStream {
         let state = match self.core.types.get_mut(&key) {
             Some(state) => {
                 state.watch = None;
-                state.change_subscription(&ctx.status, |sub| {
+                state.change_subscription(|sub| {
                     sub.update_delta(
                         &request.resource_names_subscribe,
                         &request.resource_names_unsubscribe,
@@ -122,9 +117,15 @@ impl Protocol for DeltaStream {
                 nonce: &request.response_nonce,
                 error,
             };
-            ctx.report_nack(metrics::StreamKind::Delta, &nack);
+            ctx.report_nack(metrics::StreamKind::Delta, &nack, &mut state.record);
         } else if !state.last_nonce.is_empty() && request.response_nonce == state.last_nonce {
-            ctx.report_ack(metrics::StreamKind::Delta, type_url, &state.last_version);
+            ctx.report_ack(
+                metrics::StreamKind::Delta,
+                type_url,
+                &mut state.record,
+                &state.last_version,
+                &state.last_version,
+            );
         }
 
         state.watch_id = ctx.next_watch_id();
@@ -147,6 +148,10 @@ impl Protocol for DeltaStream {
 
     fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status> {
         self.core.take_ready()
+    }
+
+    fn status(&self) -> StreamStatus {
+        self.core.status(Self::KIND == metrics::StreamKind::Delta)
     }
 
     fn close(&mut self) {

@@ -141,7 +141,6 @@ pub(crate) struct Shared {
     options: ServerOptions,
     next_stream_id: AtomicU64,
     shutdown: CancellationToken,
-    client_status: Arc<client_status::ClientStatusRegistry>,
     open_streams: stream_body::OpenStreams,
 }
 
@@ -164,16 +163,16 @@ impl Server {
                 options,
                 next_stream_id: AtomicU64::new(1),
                 shutdown: CancellationToken::new(),
-                client_status: Default::default(),
                 open_streams: Default::default(),
             }),
         }
     }
 
     /// What every open stream has been sent, acknowledged and rejected, per
-    /// type, with its node: which configuration each client runs.
+    /// type, with its node: which configuration each client runs. Asked
+    /// from a stream's own callback, that stream is left out.
     pub fn client_status(&self) -> Vec<StreamStatus> {
-        self.shared.client_status.all()
+        self.shared.open_streams.status_all()
     }
 
     /// Ends every open stream with `UNAVAILABLE` and refuses new ones.
@@ -194,7 +193,6 @@ impl Server {
         let callbacks = &self.shared.callbacks;
         let ctx = self.open_stream(
             service_type,
-            false,
             |id, t| callbacks.on_stream_open(id, t),
             |id| callbacks.on_stream_closed(id, None),
         )?;
@@ -211,7 +209,6 @@ impl Server {
         let callbacks = &self.shared.callbacks;
         let ctx = self.open_stream(
             service_type,
-            true,
             |id, t| callbacks.on_delta_stream_open(id, t),
             |id| callbacks.on_delta_stream_closed(id, None),
         )?;
@@ -224,7 +221,6 @@ impl Server {
     fn open_stream(
         &self,
         service_type: Option<&'static str>,
-        delta: bool,
         on_open: impl FnOnce(StreamId, &str) -> Result<(), Status>,
         on_refused: impl FnOnce(StreamId),
     ) -> Result<stream::StreamContext, Status> {
@@ -236,12 +232,10 @@ impl Server {
             on_refused(id);
             return Err(status);
         }
-        let status = self.shared.client_status.open(id, delta);
         Ok(stream::StreamContext::new(
             id,
             Arc::clone(&self.shared),
             service_type,
-            status,
         ))
     }
 

@@ -11,6 +11,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
 use super::callbacks::{Nack, SentResponse};
+use super::client_status::StreamStatus;
 use super::stream::{Answer, Protocol, StreamContext, StreamCore, TypeKey};
 use super::wire::{self, WireMessage};
 use crate::cache::{ResponseQueue, ReturnedResources, SotwResponse, Subscription, WatchRequest};
@@ -30,12 +31,6 @@ impl SotwStream {
 
 impl Answer for SotwResponse {
     type Request = DiscoveryRequest;
-    fn version(&self) -> &Arc<str> {
-        &self.version
-    }
-    fn returned(&self) -> &Arc<ReturnedResources> {
-        &self.returned
-    }
     fn encode(&self, type_url: &str, nonce: &str) -> Result<WireMessage, Status> {
         wire::sotw_message(&self.version, type_url, nonce, &self.resources)
     }
@@ -86,9 +81,7 @@ impl Protocol for SotwStream {
                 }
                 // Cancel before changing the subscription so the cache lets go of it.
                 state.watch = None;
-                state.change_subscription(&ctx.status, |sub| {
-                    sub.set_sotw_names(&request.resource_names)
-                });
+                state.change_subscription(|sub| sub.set_sotw_names(&request.resource_names));
                 state
             }
             None => self.core.types.open(ctx, key, |legacy| {
@@ -100,7 +93,13 @@ impl Protocol for SotwStream {
         let acks_latest =
             !state.last_nonce.is_empty() && request.response_nonce == state.last_nonce;
         if acks_latest && request.error_detail.is_none() && !state.nacked {
-            ctx.report_ack(metrics::StreamKind::Sotw, type_url, &request.version_info);
+            ctx.report_ack(
+                metrics::StreamKind::Sotw,
+                type_url,
+                &mut state.record,
+                &request.version_info,
+                &state.last_version,
+            );
         }
         let version_info = match &request.error_detail {
             Some(error) if !state.last_nonce.is_empty() => {
@@ -112,7 +111,7 @@ impl Protocol for SotwStream {
                     nonce: &request.response_nonce,
                     error,
                 };
-                ctx.report_nack(metrics::StreamKind::Sotw, &nack);
+                ctx.report_nack(metrics::StreamKind::Sotw, &nack, &mut state.record);
                 state.nacked = true;
                 state.last_version.to_string()
             }
@@ -141,6 +140,10 @@ impl Protocol for SotwStream {
 
     fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status> {
         self.core.take_ready()
+    }
+
+    fn status(&self) -> StreamStatus {
+        self.core.status(Self::KIND == metrics::StreamKind::Delta)
     }
 
     fn close(&mut self) {

@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use tonic::Status;
 
 use super::callbacks::{Nack, StreamId};
-use super::client_status::StatusHandle;
+use super::client_status::{StreamStatus, TypeRecord};
 use super::request_stream::NodeRequest;
 use super::wire::WireMessage;
 use super::Shared;
@@ -39,6 +39,9 @@ pub(crate) trait Protocol: Send + 'static {
 
     /// Cancels every watch and reports the stream closed.
     fn close(&mut self);
+
+    /// What the stream sent, and what its client acked and rejected.
+    fn status(&self) -> StreamStatus;
 }
 
 /// What every protocol keeps about its stream.
@@ -55,8 +58,6 @@ pub(crate) struct StreamContext {
     shared_node: Option<Arc<Node>>,
     nonce: u64,
     next_watch_id: u64,
-    /// What this stream sent, and what its client acked and rejected.
-    pub(crate) status: StatusHandle,
 }
 
 impl StreamContext {
@@ -64,7 +65,6 @@ impl StreamContext {
         id: StreamId,
         shared: Arc<Shared>,
         service_type: Option<&'static str>,
-        status: StatusHandle,
     ) -> Self {
         StreamContext {
             id,
@@ -74,7 +74,6 @@ impl StreamContext {
             shared_node: None,
             nonce: 0,
             next_watch_id: 0,
-            status,
         }
     }
 
@@ -94,7 +93,6 @@ impl StreamContext {
                 metrics::node_known(node);
                 self.node = Some(node.clone());
                 self.shared_node = Some(Arc::new(node.clone()));
-                self.status.set_node(self.node.as_ref());
             }
             Some(_) => {}
             lent => *lent = self.node.take(),
@@ -167,15 +165,28 @@ impl StreamContext {
         Ok(())
     }
 
-    /// Records that the client acknowledged `version` of a type.
-    pub(crate) fn report_ack(&self, kind: metrics::StreamKind, type_url: &str, version: &str) {
-        self.status.acked(type_url, version);
+    /// Records that the client acknowledged `version` of a type whose
+    /// latest response carried `sent`.
+    pub(crate) fn report_ack(
+        &self,
+        kind: metrics::StreamKind,
+        type_url: &str,
+        record: &mut TypeRecord,
+        version: &str,
+        sent: &Arc<str>,
+    ) {
+        record.acked(version, sent);
         metrics::ack(kind, type_url);
     }
 
     /// Reports a client's rejection (NACK) to the log, the callbacks, the
-    /// metrics and the stream's status.
-    pub(crate) fn report_nack(&self, kind: metrics::StreamKind, nack: &Nack<'_>) {
+    /// metrics and the type's status record.
+    pub(crate) fn report_nack(
+        &self,
+        kind: metrics::StreamKind,
+        nack: &Nack<'_>,
+        record: &mut TypeRecord,
+    ) {
         tracing::warn!(
             stream = self.id,
             kind = kind.as_str(),
@@ -186,8 +197,7 @@ impl StreamContext {
         );
         self.shared.callbacks.on_stream_nack(self.id, nack);
         metrics::nack(kind, nack.type_url);
-        self.status
-            .rejected(nack.type_url, nack.rejected_version, &nack.error.message);
+        record.rejected(nack.rejected_version, &nack.error.message);
     }
 
     /// A fresh nonce for a response.
@@ -217,6 +227,8 @@ pub(crate) struct TypeState {
     /// State of the world: the client rejected the latest response, so
     /// until the next one every request waits at the rejected version.
     pub(crate) nacked: bool,
+    /// When it was sent, and what the client acked and rejected.
+    pub(crate) record: TypeRecord,
 }
 
 impl TypeState {
@@ -229,23 +241,13 @@ impl TypeState {
             last_nonce: String::new(),
             last_version: Arc::from(""),
             nacked: false,
+            record: TypeRecord::default(),
         }
     }
 
-    /// Changes the subscription; when that replaced the stream's record of
-    /// what the client holds (names dropped), points the status at the new
-    /// record.
-    pub(crate) fn change_subscription(
-        &mut self,
-        status: &StatusHandle,
-        change: impl FnOnce(&mut Subscription),
-    ) {
-        let held = Arc::as_ptr(self.subscription.shared_returned());
+    /// Changes the subscription.
+    pub(crate) fn change_subscription(&mut self, change: impl FnOnce(&mut Subscription)) {
         change(Arc::make_mut(&mut self.subscription));
-        let now = self.subscription.shared_returned();
-        if Arc::as_ptr(now) != held {
-            status.holds(self.key.as_str(), now);
-        }
     }
 
     /// Accepts the answer of watch `watch_id`, unless that watch has since
@@ -271,6 +273,7 @@ impl TypeState {
         nonce.clone_into(&mut self.last_nonce);
         self.last_version = version;
         self.nacked = false;
+        self.record.sent();
         Arc::make_mut(&mut self.subscription).set_shared_returned(returned);
     }
 }
@@ -278,9 +281,6 @@ impl TypeState {
 /// A cache answer as the shared stamping step needs it.
 pub(crate) trait Answer: Sized {
     type Request: NodeRequest + Clone;
-    /// The version the response carries (delta: `system_version_info`).
-    fn version(&self) -> &Arc<str>;
-    fn returned(&self) -> &Arc<ReturnedResources>;
     /// The response as it goes on the wire; `type_url` is the answer's own,
     /// as the stream keeps it.
     fn encode(&self, type_url: &str, nonce: &str) -> Result<WireMessage, Status>;
@@ -351,16 +351,25 @@ impl StreamTypes {
     ) -> Result<&mut TypeState, Status> {
         ctx.check_type_budget(self.0.len())?;
         let legacy = ctx.shared.options.legacy_wildcard.allowed_for(key.as_str());
-        let state = TypeState::new(key, subscription(legacy));
-        ctx.status
-            .holds(state.key.as_str(), state.subscription.shared_returned());
-        self.0.push(state);
+        self.0.push(TypeState::new(key, subscription(legacy)));
         let last = self.0.len() - 1;
         Ok(&mut self.0[last])
     }
 
     pub(crate) fn clear(&mut self) {
         self.0.clear();
+    }
+
+    /// Each type's status, by type URL.
+    fn status(&self) -> std::collections::BTreeMap<String, super::TypeStatus> {
+        self.0
+            .iter()
+            .map(|state| {
+                let held = state.subscription.shared_returned();
+                let status = state.record.status(&state.last_version, held);
+                (state.key.as_str().to_string(), status)
+            })
+            .collect()
     }
 }
 
@@ -378,6 +387,16 @@ impl<A: Answer> StreamCore<A> {
             ctx,
             types: StreamTypes::default(),
             queue: ResponseQueue::new(),
+        }
+    }
+
+    /// What the stream sent, and what its client acked and rejected.
+    pub(crate) fn status(&self, delta: bool) -> StreamStatus {
+        StreamStatus {
+            stream: self.ctx.id,
+            delta,
+            node: self.ctx.node.clone(),
+            types: self.types.status(),
         }
     }
 
@@ -420,9 +439,6 @@ impl<A: Answer> StreamCore<A> {
         ctx.lend_node_to_kept(answer.request_mut());
         answer.report(ctx, type_url, &nonce, &message);
         ctx.reclaim_node_from_kept(answer.request_mut());
-        // The same map the subscription keeps: the status links to it.
-        ctx.status
-            .sent(type_url, answer.version(), answer.returned());
         let (version, returned) = answer.into_sent();
         state.record_sent(&nonce, version, returned);
         Ok(Some(message))

@@ -25,6 +25,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::Status;
 
 use super::callbacks::StreamId;
+use super::client_status::StreamStatus;
 use super::frames::Frames;
 use super::stream::Protocol;
 use super::Shared;
@@ -75,8 +76,8 @@ where
             protocol,
             closed: false,
         }));
-        let closable: Weak<Mutex<Guarded<P>>> = Arc::downgrade(&protocol);
-        shared.open_streams.add(id, closable);
+        let open: Weak<Mutex<Guarded<P>>> = Arc::downgrade(&protocol);
+        shared.open_streams.add(id, open);
         let run = Run {
             protocol,
             queue,
@@ -180,32 +181,67 @@ impl<P: Protocol> Guarded<P> {
     }
 }
 
-/// A stream that can be closed from outside its body.
-trait Closable: Send + Sync {
+/// A stream as the server reaches it from outside its body: to close it,
+/// and to read its status.
+trait OpenStream: Send + Sync {
     fn close(&self);
+    fn status(&self) -> Option<StreamStatus>;
 }
 
-impl<P: Protocol> Closable for Mutex<Guarded<P>> {
+impl<P: Protocol> OpenStream for Mutex<Guarded<P>> {
     fn close(&self) {
         // Held only while the body runs a step, which then sees the
         // shutdown itself; bounded, so that `shutdown` called from a
         // callback of this very stream cannot deadlock.
-        if let Some(mut guarded) = self.try_lock_for(CLOSE_PATIENCE) {
+        if let Some(mut guarded) = self.try_lock_for(PATIENCE) {
             guarded.close();
         }
     }
+
+    /// `None` for a closed stream, or one that stayed busy.
+    fn status(&self) -> Option<StreamStatus> {
+        let guarded = self.try_lock_for(PATIENCE)?;
+        (!guarded.closed).then(|| guarded.protocol.status())
+    }
 }
 
-/// How long shutting down waits for a stream busy in its body.
-const CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
+std::thread_local! {
+    /// The stream whose body runs on this thread, if any: its callbacks
+    /// run there, under its lock.
+    static RUNNING: std::cell::Cell<Option<StreamId>> = const { std::cell::Cell::new(None) };
+}
+
+/// Marks a stream as running on this thread until dropped.
+struct Running(Option<StreamId>);
+
+impl Running {
+    fn enter(id: StreamId) -> Self {
+        Running(RUNNING.replace(Some(id)))
+    }
+
+    /// Whether `id` runs on this thread, i.e. the caller is one of its
+    /// callbacks and its lock is held further up the stack.
+    fn is(id: StreamId) -> bool {
+        RUNNING.get() == Some(id)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.set(self.0);
+    }
+}
+
+/// How long the server waits for a stream busy in its body.
+const PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The streams open on a server, so that shutting down can close those
 /// hyper no longer polls because their clients stopped reading.
 #[derive(Default)]
-pub(crate) struct OpenStreams(Mutex<HashMap<StreamId, Weak<dyn Closable>, ahash::RandomState>>);
+pub(crate) struct OpenStreams(Mutex<HashMap<StreamId, Weak<dyn OpenStream>, ahash::RandomState>>);
 
 impl OpenStreams {
-    fn add(&self, id: StreamId, stream: Weak<dyn Closable>) {
+    fn add(&self, id: StreamId, stream: Weak<dyn OpenStream>) {
         self.0.lock().insert(id, stream);
     }
 
@@ -216,11 +252,37 @@ impl OpenStreams {
     /// Closes every open stream: its watches are cancelled and the close
     /// callback runs now, whether or not its client still reads.
     pub(crate) fn close_all(&self) {
-        let open: Vec<Arc<dyn Closable>> =
-            self.0.lock().values().filter_map(Weak::upgrade).collect();
-        for stream in open {
+        // The stream whose callback shuts down closes once the callback
+        // returns and it sees the shutdown itself.
+        for (_, stream) in self
+            .upgrade_all()
+            .into_iter()
+            .filter(|(id, _)| !Running::is(*id))
+        {
             stream.close();
         }
+    }
+
+    /// Every open stream's status, by stream id; without the stream whose
+    /// callback asks, if one does (its state is in use right then).
+    pub(crate) fn status_all(&self) -> Vec<StreamStatus> {
+        let mut all: Vec<StreamStatus> = self
+            .upgrade_all()
+            .iter()
+            .filter(|(id, _)| !Running::is(*id))
+            .filter_map(|(_, stream)| stream.status())
+            .collect();
+        all.sort_by_key(|status| status.stream);
+        all
+    }
+
+    /// Strong handles, taken under the lock and used after it: a stream
+    /// closing meanwhile removes itself from the map.
+    fn upgrade_all(&self) -> Vec<(StreamId, Arc<dyn OpenStream>)> {
+        let open = self.0.lock();
+        open.iter()
+            .filter_map(|(id, stream)| Some((*id, stream.upgrade()?)))
+            .collect()
     }
 }
 
@@ -259,6 +321,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = self.get_mut();
         let _entered = this.observer.span().enter();
+        let _running = Running::enter(this.id);
         this.run.poll_next_frame(cx).map(|frame| frame.map(Ok))
     }
 
@@ -272,6 +335,7 @@ impl<P: Protocol, S> Drop for StreamBody<P, S> {
     fn drop(&mut self) {
         self.shared.open_streams.remove(self.id);
         let _entered = self.observer.span().enter();
+        let _running = Running::enter(self.id);
         self.run.protocol.lock().close();
     }
 }
