@@ -63,6 +63,13 @@ use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
 use xds_control_plane::envoy_types::pb::google::rpc::Status as RpcStatus;
 use xds_control_plane::resource::{listener_route_names, type_url};
 
+// Thousands of connections allocating and freeing small buffers: glibc's
+// malloc keeps returning memory to the kernel and faulting it back in,
+// which would make the client, not the server under test, the bottleneck
+// of a run on the same machine.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 usage: load_client [--server 127.0.0.1:18000] [--clients 1000] [--nodes 1]
                    [--expect-updates 0] [--timeout 120] [--server-pid PID]
