@@ -104,7 +104,7 @@ impl Protocol for DeltaStream {
         let type_url = state.key.as_str();
 
         if let Some(error) = &request.error_detail {
-            let rejected = if request.response_nonce == state.last_nonce {
+            let rejected = if state.is_latest_nonce(&request.response_nonce) {
                 &*state.last_version
             } else {
                 ""
@@ -118,7 +118,7 @@ impl Protocol for DeltaStream {
                 error,
             };
             ctx.report_nack(metrics::StreamKind::Delta, &nack, &mut state.record);
-        } else if !state.last_nonce.is_empty() && request.response_nonce == state.last_nonce {
+        } else if state.is_latest_nonce(&request.response_nonce) {
             ctx.report_ack(
                 metrics::StreamKind::Delta,
                 type_url,
@@ -134,7 +134,7 @@ impl Protocol for DeltaStream {
             node: ctx.shared_node(),
             subscription: Arc::clone(&state.subscription),
             // Nothing sent for the type yet: however many requests came.
-            first: state.last_nonce.is_empty(),
+            first: !state.sent_any(),
         };
         let sink = self.core.queue.sink(state.watch_id);
         let handle = ctx

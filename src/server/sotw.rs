@@ -70,7 +70,7 @@ impl Protocol for SotwStream {
         let key = TypeKey::of(&request.type_url);
         let state = match self.core.types.get_mut(&key) {
             Some(state) => {
-                if !state.last_nonce.is_empty() && request.response_nonce != state.last_nonce {
+                if state.sent_any() && !state.is_latest_nonce(&request.response_nonce) {
                     tracing::debug!(
                         stream = ctx.id,
                         type_url = request.type_url,
@@ -90,8 +90,7 @@ impl Protocol for SotwStream {
         };
         let type_url = state.key.as_str();
 
-        let acks_latest =
-            !state.last_nonce.is_empty() && request.response_nonce == state.last_nonce;
+        let acks_latest = state.is_latest_nonce(&request.response_nonce);
         if acks_latest && request.error_detail.is_none() && !state.nacked {
             ctx.report_ack(
                 metrics::StreamKind::Sotw,
@@ -102,7 +101,7 @@ impl Protocol for SotwStream {
             );
         }
         let version_info = match &request.error_detail {
-            Some(error) if !state.last_nonce.is_empty() => {
+            Some(error) if state.sent_any() => {
                 let nack = Nack {
                     node: ctx.node.as_ref(),
                     type_url,

@@ -200,10 +200,10 @@ impl StreamContext {
         record.rejected(nack.rejected_version, &nack.error.message);
     }
 
-    /// A fresh nonce for a response.
-    pub(crate) fn next_nonce(&mut self) -> String {
+    /// A fresh nonce for a response (never 0).
+    fn next_nonce(&mut self) -> u64 {
         self.nonce += 1;
-        self.nonce.to_string()
+        self.nonce
     }
 
     /// A fresh id for a watch.
@@ -221,8 +221,9 @@ pub(crate) struct TypeState {
     pub(crate) watch: Option<WatchHandle>,
     /// Id of the latest watch; answers tagged with another id are stale.
     pub(crate) watch_id: u64,
-    /// Nonce and version of the latest response sent ("" before any).
-    pub(crate) last_nonce: String,
+    /// Nonce (0 before any) and version ("" before any) of the latest
+    /// response sent. Nonces are kept as numbers: no string per type.
+    last_nonce: u64,
     pub(crate) last_version: Arc<str>,
     /// State of the world: the client rejected the latest response, so
     /// until the next one every request waits at the rejected version.
@@ -238,7 +239,7 @@ impl TypeState {
             subscription: Arc::new(subscription),
             watch: None,
             watch_id: 0,
-            last_nonce: String::new(),
+            last_nonce: 0,
             last_version: Arc::from(""),
             nacked: false,
             record: TypeRecord::default(),
@@ -248,6 +249,19 @@ impl TypeState {
     /// Changes the subscription.
     pub(crate) fn change_subscription(&mut self, change: impl FnOnce(&mut Subscription)) {
         change(Arc::make_mut(&mut self.subscription));
+    }
+
+    /// Whether any response of this type went out.
+    pub(crate) fn sent_any(&self) -> bool {
+        self.last_nonce != 0
+    }
+
+    /// Whether `nonce` (a request's `response_nonce`) is that of the
+    /// latest response sent, spelled as this server spells nonces.
+    pub(crate) fn is_latest_nonce(&self, nonce: &str) -> bool {
+        self.sent_any()
+            && !nonce.starts_with(['0', '+'])
+            && nonce.parse::<u64>() == Ok(self.last_nonce)
     }
 
     /// Accepts the answer of watch `watch_id`, unless that watch has since
@@ -266,11 +280,11 @@ impl TypeState {
     /// client now has.
     pub(crate) fn record_sent(
         &mut self,
-        nonce: &str,
+        nonce: u64,
         version: Arc<str>,
         returned: Arc<ReturnedResources>,
     ) {
-        nonce.clone_into(&mut self.last_nonce);
+        self.last_nonce = nonce;
         self.last_version = version;
         self.nacked = false;
         self.record.sent();
@@ -434,13 +448,30 @@ impl<A: Answer> StreamCore<A> {
         }
         let ctx = &mut self.ctx;
         let type_url = state.key.as_str();
-        let nonce = ctx.next_nonce();
+        let nonce_number = ctx.next_nonce();
+        let nonce = nonce_number.to_string();
         let message = answer.encode(type_url, &nonce)?;
         ctx.lend_node_to_kept(answer.request_mut());
         answer.report(ctx, type_url, &nonce, &message);
         ctx.reclaim_node_from_kept(answer.request_mut());
         let (version, returned) = answer.into_sent();
-        state.record_sent(&nonce, version, returned);
+        state.record_sent(nonce_number, version, returned);
         Ok(Some(message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_latest_nonce_as_spelled_matches() {
+        let mut state = TypeState::new(TypeKey::of("t"), Subscription::sotw(&[], true));
+        assert!(!state.sent_any() && !state.is_latest_nonce("") && !state.is_latest_nonce("0"));
+        state.record_sent(7, Arc::from("v1"), Arc::default());
+        assert!(state.sent_any() && state.is_latest_nonce("7"));
+        for other in ["", "6", "07", "+7", " 7", "7 ", "x"] {
+            assert!(!state.is_latest_nonce(other), "{other:?}");
+        }
     }
 }
