@@ -35,8 +35,8 @@ pub use snapshot_cache::SnapshotCache;
 pub use status::StatusInfo;
 pub use subscription::{ReturnedResources, Subscription, WILDCARD};
 pub use watch::{
-    DeltaResponse, DeltaWatchRequest, ResponseQueue, ResponseSink, SotwResponse, WatchHandle,
-    WatchRequest,
+    CancelWatch, DeltaResponse, DeltaWatchRequest, ResponseQueue, ResponseSink, SotwResponse,
+    WatchHandle, WatchRequest,
 };
 
 /// Errors a cache reports when opening a watch; the stream ends with them.

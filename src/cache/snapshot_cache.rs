@@ -14,8 +14,8 @@ use super::delta_response::delta_response;
 use super::heartbeat::{delta_heartbeat, sotw_heartbeat, HeartbeatTask};
 use super::sotw_response::{sotw_response, sotw_response_of};
 use super::{
-    Cache, CacheError, CurrentResources, DeltaResponse, DeltaWatchRequest, FetchError, IdHash,
-    NodeHash, ResponseSink, Snapshot, SotwResponse, StatusInfo, Subscription, WatchHandle,
+    Cache, CacheError, CancelWatch, CurrentResources, DeltaResponse, DeltaWatchRequest, FetchError,
+    IdHash, NodeHash, ResponseSink, Snapshot, SotwResponse, StatusInfo, Subscription, WatchHandle,
     WatchRequest,
 };
 use crate::resource::ResourceType;
@@ -49,9 +49,44 @@ struct Inner<H> {
     hash: H,
     // Lock order: `nodes`, then one node's state. A node's lock is held only
     // to evaluate and take watches; answers are delivered after it is released.
-    nodes: RwLock<HashMap<String, Arc<Mutex<NodeState>>, ahash::RandomState>>,
+    nodes: RwLock<HashMap<String, Arc<NodeEntry<H>>, ahash::RandomState>>,
     next_watch_id: AtomicU64,
     evict_idle_nodes: AtomicBool,
+}
+
+/// A node's state, with what cancelling one of its watches needs: every
+/// watch handle of the node points here, rather than at a closure of its own.
+struct NodeEntry<H> {
+    key: Box<str>,
+    state: Mutex<NodeState>,
+    cache: Weak<Inner<H>>,
+}
+
+impl<H: NodeHash> CancelWatch for NodeEntry<H> {
+    fn cancel_watch(&self, watch_id: u64) {
+        let idle = {
+            let mut state = self.state.lock();
+            // Ids are unique across SotW and delta watches.
+            if state.watches.remove(&watch_id).is_none() {
+                state.delta_watches.remove(&watch_id);
+            }
+            state.is_idle()
+        };
+        let Some(inner) = self.cache.upgrade() else {
+            return;
+        };
+        if idle && inner.evict_idle_nodes.load(Ordering::Relaxed) {
+            let mut nodes = inner.nodes.write();
+            // Check again: a stream may have opened a watch since, or the
+            // node may have been cleared and opened anew.
+            let current = nodes.get(&*self.key).is_some_and(|entry| {
+                std::ptr::eq(Arc::as_ptr(entry), self) && entry.state.lock().is_idle()
+            });
+            if current {
+                nodes.remove(&*self.key);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -212,10 +247,10 @@ impl<H: NodeHash> SnapshotCache<H> {
     /// again (Envoy cannot take body-less SotW heartbeats). Like any answer,
     /// it closes the watch; the client's ACK opens the next.
     pub fn send_heartbeats(&self) {
-        let nodes: Vec<Arc<Mutex<NodeState>>> = self.inner.nodes.read().values().cloned().collect();
+        let nodes: Vec<Arc<NodeEntry<H>>> = self.inner.nodes.read().values().cloned().collect();
         for node in nodes {
             let answers = {
-                let mut state = node.lock();
+                let mut state = node.state.lock();
                 let Some(snapshot) = state.snapshot.clone() else {
                     continue;
                 };
@@ -246,7 +281,7 @@ impl<H: NodeHash> SnapshotCache<H> {
     /// The snapshot stored for a node key.
     pub fn snapshot(&self, node: &str) -> Option<Snapshot> {
         let nodes = self.inner.nodes.read();
-        let state = nodes.get(node)?.lock();
+        let state = nodes.get(node)?.state.lock();
         state.snapshot.clone()
     }
 
@@ -256,7 +291,7 @@ impl<H: NodeHash> SnapshotCache<H> {
     pub fn clear_snapshot(&self, node: &str) {
         let mut nodes = self.inner.nodes.write();
         let Some(entry) = nodes.get(node) else { return };
-        let mut state = entry.lock();
+        let mut state = entry.state.lock();
         state.snapshot = None;
         let idle = state.is_idle();
         drop(state);
@@ -268,7 +303,7 @@ impl<H: NodeHash> SnapshotCache<H> {
     /// What the cache knows of a node's streams.
     pub fn status_info(&self, node: &str) -> Option<StatusInfo> {
         let nodes = self.inner.nodes.read();
-        let state = nodes.get(node)?.lock();
+        let state = nodes.get(node)?.state.lock();
         Some(StatusInfo {
             node: state.node.as_deref().cloned(),
             num_watches: state.watches.len(),
@@ -292,8 +327,7 @@ impl<H: NodeHash> SnapshotCache<H> {
     /// delivered once the node's lock is released.
     fn open_watch<R>(
         &self,
-        key: String,
-        delta: bool,
+        key: &str,
         sink: ResponseSink<R>,
         answer_or_store: impl FnOnce(
             &mut NodeState,
@@ -302,20 +336,15 @@ impl<H: NodeHash> SnapshotCache<H> {
         ) -> Option<(ResponseSink<R>, R)>,
     ) -> WatchHandle {
         let watch_id = self.inner.next_watch_id.fetch_add(1, Ordering::Relaxed);
-        let (answered, entry) =
-            self.with_node(&key, |state| answer_or_store(state, watch_id, sink));
+        let (answered, entry) = self.with_node(key, |state| answer_or_store(state, watch_id, sink));
         match answered {
             Some((sink, response)) => {
                 sink.send(response);
                 WatchHandle::answered()
             }
-            None => {
-                // Cancelling goes straight to the node's state: no map
-                // lookup per watch, of which every ACK opens one.
-                let inner = Arc::downgrade(&self.inner);
-                let entry = Arc::downgrade(&entry);
-                WatchHandle::new(move || cancel_watch(&inner, &entry, &key, delta, watch_id))
-            }
+            // Cancelling goes straight to the node's state: no map lookup
+            // and no allocation per watch, of which every ACK opens one.
+            None => WatchHandle::by_id(entry, watch_id),
         }
     }
 
@@ -326,16 +355,22 @@ impl<H: NodeHash> SnapshotCache<H> {
         &self,
         node: &str,
         f: impl FnOnce(&mut NodeState) -> T,
-    ) -> (T, Arc<Mutex<NodeState>>) {
+    ) -> (T, Arc<NodeEntry<H>>) {
         {
             let nodes = self.inner.nodes.read();
             if let Some(entry) = nodes.get(node) {
-                return (f(&mut entry.lock()), Arc::clone(entry));
+                return (f(&mut entry.state.lock()), Arc::clone(entry));
             }
         }
         let mut nodes = self.inner.nodes.write();
-        let entry = nodes.entry(node.to_string()).or_default();
-        let result = f(&mut entry.lock());
+        let entry = nodes.entry(node.to_string()).or_insert_with(|| {
+            Arc::new(NodeEntry {
+                key: node.into(),
+                state: Mutex::default(),
+                cache: Arc::downgrade(&self.inner),
+            })
+        });
+        let result = f(&mut entry.state.lock());
         (result, Arc::clone(entry))
     }
 }
@@ -358,7 +393,7 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
         let ads = self.inner.ads;
         let key = self.inner.hash.id(request.node());
         let kind = ResourceType::from_type_url(request.type_url());
-        Ok(self.open_watch(key, false, sink, |state, watch_id, sink| {
+        Ok(self.open_watch(&key, sink, |state, watch_id, sink| {
             state.touch(request.node.as_ref(), request.request.node.as_ref());
             match state
                 .snapshot
@@ -387,7 +422,7 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
     ) -> Result<WatchHandle, CacheError> {
         let key = self.inner.hash.id(request.node());
         let kind = ResourceType::from_type_url(request.type_url());
-        Ok(self.open_watch(key, true, sink, |state, watch_id, sink| {
+        Ok(self.open_watch(&key, sink, |state, watch_id, sink| {
             state.touch(request.node.as_ref(), request.request.node.as_ref());
             match state
                 .snapshot
@@ -447,38 +482,6 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
                 .cloned()
                 .collect(),
         })
-    }
-}
-
-fn cancel_watch<H>(
-    inner: &Weak<Inner<H>>,
-    entry: &Weak<Mutex<NodeState>>,
-    key: &str,
-    delta: bool,
-    watch_id: u64,
-) {
-    // A state already dropped (node cleared) took its watches with it.
-    let Some(entry) = entry.upgrade() else { return };
-    let idle = {
-        let mut state = entry.lock();
-        if delta {
-            state.delta_watches.remove(&watch_id);
-        } else {
-            state.watches.remove(&watch_id);
-        }
-        state.is_idle()
-    };
-    let Some(inner) = inner.upgrade() else { return };
-    if idle && inner.evict_idle_nodes.load(Ordering::Relaxed) {
-        let mut nodes = inner.nodes.write();
-        // Check again: a stream may have opened a watch since, or the node
-        // may have been cleared and opened anew.
-        if nodes
-            .get(key)
-            .is_some_and(|e| Arc::ptr_eq(e, &entry) && e.lock().is_idle())
-        {
-            nodes.remove(key);
-        }
     }
 }
 

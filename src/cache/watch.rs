@@ -237,7 +237,22 @@ impl<R> fmt::Debug for ResponseSink<R> {
 /// the sink). This spares the cache a lookup for every answer it sends.
 #[must_use = "dropping a WatchHandle cancels the watch"]
 pub struct WatchHandle {
-    cancel: Option<Box<dyn FnOnce() + Send + Sync>>,
+    cancel: Cancel,
+}
+
+enum Cancel {
+    Nothing,
+    Once(Box<dyn FnOnce() + Send + Sync>),
+    ById(Arc<dyn CancelWatch>, u64),
+}
+
+/// What holds a cache's watches and cancels them by id: a cache holding
+/// many watches in one place hands out handles to that place and the
+/// watch's id, with no closure allocated per watch (see
+/// [`WatchHandle::by_id`]).
+pub trait CancelWatch: Send + Sync + 'static {
+    /// Forgets the watch with this id, if still held.
+    fn cancel_watch(&self, watch_id: u64);
 }
 
 impl WatchHandle {
@@ -245,18 +260,48 @@ impl WatchHandle {
     pub fn new(cancel: impl FnOnce() + Send + Sync + 'static) -> Self {
         metrics::watch_opened();
         WatchHandle {
-            cancel: Some(Box::new(cancel)),
+            cancel: Cancel::Once(Box::new(cancel)),
+        }
+    }
+
+    /// A handle that cancels watch `watch_id` in `holder` when dropped.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use xds_control_plane::cache::{CancelWatch, WatchHandle};
+    ///
+    /// struct Watches(parking_lot::Mutex<std::collections::HashSet<u64>>);
+    /// impl CancelWatch for Watches {
+    ///     fn cancel_watch(&self, watch_id: u64) {
+    ///         self.0.lock().remove(&watch_id);
+    ///     }
+    /// }
+    ///
+    /// let watches = Arc::new(Watches(Default::default()));
+    /// watches.0.lock().insert(7);
+    /// drop(WatchHandle::by_id(watches.clone(), 7));
+    /// assert!(watches.0.lock().is_empty());
+    /// ```
+    pub fn by_id(holder: Arc<dyn CancelWatch>, watch_id: u64) -> Self {
+        metrics::watch_opened();
+        WatchHandle {
+            cancel: Cancel::ById(holder, watch_id),
         }
     }
 
     /// A handle for a watch answered at once, with nothing to cancel.
     pub fn answered() -> Self {
-        WatchHandle { cancel: None }
+        WatchHandle {
+            cancel: Cancel::Nothing,
+        }
     }
 
     /// Forgets a watch the cache has answered, without cancelling it.
     pub fn forget_answered(mut self) {
-        if self.cancel.take().is_some() {
+        if !matches!(
+            std::mem::replace(&mut self.cancel, Cancel::Nothing),
+            Cancel::Nothing
+        ) {
             metrics::watch_closed();
         }
     }
@@ -264,17 +309,19 @@ impl WatchHandle {
 
 impl Drop for WatchHandle {
     fn drop(&mut self) {
-        if let Some(cancel) = self.cancel.take() {
-            cancel();
-            metrics::watch_closed();
+        match std::mem::replace(&mut self.cancel, Cancel::Nothing) {
+            Cancel::Nothing => return,
+            Cancel::Once(cancel) => cancel(),
+            Cancel::ById(holder, watch_id) => holder.cancel_watch(watch_id),
         }
+        metrics::watch_closed();
     }
 }
 
 impl fmt::Debug for WatchHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WatchHandle")
-            .field("open", &self.cancel.is_some())
+            .field("open", &!matches!(self.cancel, Cancel::Nothing))
             .finish()
     }
 }

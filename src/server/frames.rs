@@ -29,6 +29,13 @@ pub(crate) struct Frames {
 impl Frames {
     /// Queues messages sent together, joined into as few frames as sensible.
     pub(crate) fn push(&mut self, messages: Vec<WireMessage>) {
+        // One allocation for the frame rather than one per doubling.
+        let joined: usize = messages
+            .iter()
+            .flat_map(WireMessage::part_lens)
+            .filter(|len| *len <= JOIN_PART_LIMIT)
+            .sum();
+        self.joining.reserve(joined.min(JOIN_FRAME_LIMIT));
         for message in messages {
             let (head, body) = message.into_parts();
             self.push_part(head);

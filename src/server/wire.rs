@@ -55,6 +55,11 @@ impl WireMessage {
         self.len() == 0
     }
 
+    /// The sizes of the two parts, in wire order.
+    pub(crate) fn part_lens(&self) -> [usize; 2] {
+        [self.head.len(), self.body.len()]
+    }
+
     /// The two parts, in wire order.
     pub fn into_parts(self) -> (Bytes, Bytes) {
         (self.head, self.body)
