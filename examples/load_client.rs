@@ -66,7 +66,8 @@ use xds_control_plane::resource::{listener_route_names, type_url};
 // Thousands of connections allocating and freeing small buffers: glibc's
 // malloc keeps returning memory to the kernel and faulting it back in,
 // which would make the client, not the server under test, the bottleneck
-// of a run on the same machine.
+// of a run on the same machine. `scripts/bench-w1.sh` also has mimalloc
+// commit memory on demand (`MIMALLOC_ARENA_EAGER_COMMIT=0`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
