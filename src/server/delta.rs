@@ -101,7 +101,6 @@ impl Protocol for DeltaStream {
                 )
             })?,
         };
-        let type_url = state.key.as_str();
 
         if let Some(error) = &request.error_detail {
             let rejected = if state.is_latest_nonce(&request.response_nonce) {
@@ -111,7 +110,7 @@ impl Protocol for DeltaStream {
             };
             let nack = Nack {
                 node: ctx.node.as_ref(),
-                type_url,
+                type_url: state.key.as_str(),
                 rejected_version: rejected,
                 current_version: "",
                 nonce: &request.response_nonce,
@@ -119,13 +118,9 @@ impl Protocol for DeltaStream {
             };
             ctx.report_nack(metrics::StreamKind::Delta, &nack, &mut state.record);
         } else if state.is_latest_nonce(&request.response_nonce) {
-            ctx.report_ack(
-                metrics::StreamKind::Delta,
-                type_url,
-                &mut state.record,
-                &state.last_version,
-                &state.last_version,
-            );
+            // A delta ACK carries no version: it acks what was sent.
+            let sent = Arc::clone(&state.last_version);
+            state.report_ack(metrics::StreamKind::Delta, &sent);
         }
 
         state.watch_id = ctx.next_watch_id();

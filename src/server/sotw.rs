@@ -88,23 +88,15 @@ impl Protocol for SotwStream {
                 Subscription::sotw(&request.resource_names, legacy)
             })?,
         };
-        let type_url = state.key.as_str();
-
         let acks_latest = state.is_latest_nonce(&request.response_nonce);
         if acks_latest && request.error_detail.is_none() && !state.nacked {
-            ctx.report_ack(
-                metrics::StreamKind::Sotw,
-                type_url,
-                &mut state.record,
-                &request.version_info,
-                &state.last_version,
-            );
+            state.report_ack(metrics::StreamKind::Sotw, &request.version_info);
         }
         let version_info = match &request.error_detail {
             Some(error) if state.sent_any() => {
                 let nack = Nack {
                     node: ctx.node.as_ref(),
-                    type_url,
+                    type_url: state.key.as_str(),
                     rejected_version: &state.last_version,
                     current_version: &request.version_info,
                     nonce: &request.response_nonce,

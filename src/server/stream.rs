@@ -165,20 +165,6 @@ impl StreamContext {
         Ok(())
     }
 
-    /// Records that the client acknowledged `version` of a type whose
-    /// latest response carried `sent`.
-    pub(crate) fn report_ack(
-        &self,
-        kind: metrics::StreamKind,
-        type_url: &str,
-        record: &mut TypeRecord,
-        version: &str,
-        sent: &Arc<str>,
-    ) {
-        record.acked(version, sent);
-        metrics::ack(kind, type_url);
-    }
-
     /// Reports a client's rejection (NACK) to the log, the callbacks, the
     /// metrics and the type's status record.
     pub(crate) fn report_nack(
@@ -249,6 +235,12 @@ impl TypeState {
     /// Changes the subscription.
     pub(crate) fn change_subscription(&mut self, change: impl FnOnce(&mut Subscription)) {
         change(Arc::make_mut(&mut self.subscription));
+    }
+
+    /// Records that the client acknowledged `version`.
+    pub(crate) fn report_ack(&mut self, kind: metrics::StreamKind, version: &str) {
+        self.record.acked(version, &self.last_version);
+        metrics::ack(kind, self.key.as_str());
     }
 
     /// Whether any response of this type went out.
