@@ -92,8 +92,9 @@ impl<H: NodeHash> CancelWatch for NodeEntry<H> {
 #[derive(Default)]
 struct NodeState {
     snapshot: Option<Snapshot>,
-    watches: HashMap<u64, Watch>,
-    delta_watches: HashMap<u64, DeltaWatch>,
+    // Keyed by watch id: a fast hash, as every ACK inserts one.
+    watches: HashMap<u64, Watch, ahash::RandomState>,
+    delta_watches: HashMap<u64, DeltaWatch, ahash::RandomState>,
     node: Option<Arc<Node>>,
     last_watch_request: Option<SystemTime>,
 }
@@ -144,7 +145,7 @@ impl NodeState {
 
 /// Takes out of `watches` every watch `answer` has a response for.
 fn take_answered<Q, R>(
-    watches: &mut HashMap<u64, Held<Q, R>>,
+    watches: &mut HashMap<u64, Held<Q, R>, ahash::RandomState>,
     answer: impl Fn(Option<ResourceType>, &Q) -> Option<R>,
 ) -> Vec<Ready<R>> {
     let ready: Vec<(u64, R)> = watches
