@@ -84,12 +84,10 @@ impl Protocol for DeltaStream {
         let state = match self.core.types.get_mut(&key) {
             Some(state) => {
                 state.watch = None;
-                state.change_subscription(|sub| {
-                    sub.update_delta(
-                        &request.resource_names_subscribe,
-                        &request.resource_names_unsubscribe,
-                    )
-                });
+                Arc::make_mut(&mut state.subscription).update_delta(
+                    &request.resource_names_subscribe,
+                    &request.resource_names_unsubscribe,
+                );
                 state
             }
             None => self.core.types.open(ctx, key, |legacy| {

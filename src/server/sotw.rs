@@ -81,7 +81,7 @@ impl Protocol for SotwStream {
                 }
                 // Cancel before changing the subscription so the cache lets go of it.
                 state.watch = None;
-                state.change_subscription(|sub| sub.set_sotw_names(&request.resource_names));
+                Arc::make_mut(&mut state.subscription).set_sotw_names(&request.resource_names);
                 state
             }
             None => self.core.types.open(ctx, key, |legacy| {

@@ -232,11 +232,6 @@ impl TypeState {
         }
     }
 
-    /// Changes the subscription.
-    pub(crate) fn change_subscription(&mut self, change: impl FnOnce(&mut Subscription)) {
-        change(Arc::make_mut(&mut self.subscription));
-    }
-
     /// Records that the client acknowledged `version`.
     pub(crate) fn report_ack(&mut self, kind: metrics::StreamKind, version: &str) {
         self.record.acked(version, &self.last_version);
@@ -256,16 +251,11 @@ impl TypeState {
             && nonce.parse::<u64>() == Ok(self.last_nonce)
     }
 
-    /// Accepts the answer of watch `watch_id`, unless that watch has since
-    /// been replaced (then the answer is stale and dropped).
-    pub(crate) fn accept(&mut self, watch_id: u64) -> bool {
-        if self.watch_id != watch_id {
-            return false;
-        }
+    /// The latest watch was answered: forget it, the cache already has.
+    fn watch_answered(&mut self) {
         if let Some(watch) = self.watch.take() {
             watch.forget_answered();
         }
-        true
     }
 
     /// Records a response as sent: its nonce and version, and what the
@@ -342,9 +332,10 @@ impl StreamTypes {
         self.0.iter_mut().find(|state| state.key == *key)
     }
 
-    /// The type whose latest watch is `watch_id`, if it is still open.
-    fn by_watch(&mut self, watch_id: u64) -> Option<&mut TypeState> {
-        self.0.iter_mut().find(|state| state.watch_id == watch_id)
+    /// Where the type whose latest watch is `watch_id` is; `None` when
+    /// that watch has since been replaced (its answer is stale).
+    fn position_of_watch(&self, watch_id: u64) -> Option<usize> {
+        self.0.iter().position(|state| state.watch_id == watch_id)
     }
 
     /// Starts watching a type, within the stream's budget of types;
@@ -408,14 +399,15 @@ impl<A: Answer> StreamCore<A> {
 
     /// The pending answers as messages, in ADS order (oldest first within a
     /// type), each recorded as sent. Answers are matched to their type by
-    /// watch id: the stream's own state, not the cache's copy of the request.
+    /// watch id: the stream's own state, not the cache's copy of the
+    /// request; answers to watches since replaced are stale and dropped.
     pub(crate) fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status> {
         let pending = self.queue.take();
-        let mut ranked: Vec<(usize, u64, A)> = pending
+        let mut ranked: Vec<(usize, usize, A)> = pending
             .into_iter()
             .filter_map(|(watch_id, answer)| {
-                let order = self.types.by_watch(watch_id)?.key.order();
-                Some((order, watch_id, answer))
+                let at = self.types.position_of_watch(watch_id)?;
+                Some((self.types.0[at].key.order(), at, answer))
             })
             .collect();
         // Usually one answer per type, pushed in ADS order already.
@@ -423,21 +415,17 @@ impl<A: Answer> StreamCore<A> {
             ranked.sort_by_key(|(order, ..)| *order);
         }
         let mut messages = Vec::with_capacity(ranked.len());
-        for (_, watch_id, answer) in ranked {
-            messages.extend(self.stamp(watch_id, answer)?);
+        for (_, at, answer) in ranked {
+            messages.push(self.stamp(at, answer)?);
         }
         Ok(messages)
     }
 
-    /// Turns an answer into the message to send, encoded, and records what
-    /// the client now has; `None` for an answer to a watch since replaced.
-    fn stamp(&mut self, watch_id: u64, mut answer: A) -> Result<Option<WireMessage>, Status> {
-        let Some(state) = self.types.by_watch(watch_id) else {
-            return Ok(None);
-        };
-        if !state.accept(watch_id) {
-            return Ok(None);
-        }
+    /// Turns the answer to the watch of the type at `at` into the message
+    /// to send, encoded, and records what the client now has.
+    fn stamp(&mut self, at: usize, mut answer: A) -> Result<WireMessage, Status> {
+        let state = &mut self.types.0[at];
+        state.watch_answered();
         let ctx = &mut self.ctx;
         let type_url = state.key.as_str();
         let nonce_number = ctx.next_nonce();
@@ -448,7 +436,7 @@ impl<A: Answer> StreamCore<A> {
         ctx.reclaim_node_from_kept(answer.request_mut());
         let (version, returned) = answer.into_sent();
         state.record_sent(nonce_number, version, returned);
-        Ok(Some(message))
+        Ok(message)
     }
 }
 
