@@ -128,17 +128,22 @@ pub trait Cache: Send + Sync + 'static {
             // An empty list would be read as a wildcard: look up nothing.
             return None;
         }
-        let request = DiscoveryRequest {
-            node: Some(node.clone()),
-            type_url: type_url.to_string(),
-            resource_names: names.iter().map(|n| n.to_string()).collect(),
-            ..Default::default()
-        };
-        let response = self.fetch(&request).ok()?;
+        let response = self.fetch(&lookup_request(node, type_url, names)).ok()?;
         Some(CurrentResources {
             version: response.version,
             resources: response.resources.to_vec(),
         })
+    }
+}
+
+/// The fetch request [`Cache::current_resources`] stands for: `names` of
+/// `type_url`, for `node`.
+pub(crate) fn lookup_request(node: &Node, type_url: &str, names: &[&str]) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: Some(node.clone()),
+        type_url: type_url.to_string(),
+        resource_names: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
     }
 }
 

@@ -152,12 +152,7 @@ impl Cache for MuxCache {
         type_url: &str,
         names: &[&str],
     ) -> Option<CurrentResources> {
-        let request = DiscoveryRequest {
-            node: Some(node.clone()),
-            type_url: type_url.to_string(),
-            resource_names: names.iter().map(|n| n.to_string()).collect(),
-            ..Default::default()
-        };
+        let request = super::lookup_request(node, type_url, names);
         let cache = self.route(&MuxRequest::Fetch(&request)).ok()?;
         cache.current_resources(node, type_url, names)
     }
