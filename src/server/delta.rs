@@ -14,6 +14,7 @@ use tonic::Status;
 
 use super::callbacks::{Nack, SentDeltaResponse};
 use super::client_status::StreamStatus;
+use super::request_stream::SparePool;
 use super::stream::{Answer, Protocol, StreamContext, StreamCore, TypeKey};
 use super::wire::{self, WireMessage};
 use crate::cache::{
@@ -56,8 +57,8 @@ impl Answer for DeltaResponse {
     fn request_mut(&mut self) -> &mut Arc<DeltaDiscoveryRequest> {
         &mut self.request
     }
-    fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>) {
-        (self.system_version, self.returned)
+    fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>, Arc<DeltaDiscoveryRequest>) {
+        (self.system_version, self.returned, self.request)
     }
 }
 
@@ -70,9 +71,11 @@ impl Protocol for DeltaStream {
         Arc::clone(&self.core.queue)
     }
 
-    fn handle_request(&mut self, mut request: DeltaDiscoveryRequest) -> Result<(), Status> {
+    fn handle_request(&mut self, mut shared: Arc<DeltaDiscoveryRequest>) -> Result<(), Status> {
+        // Unique, fresh from the request stream: this never copies.
+        let request = Arc::make_mut(&mut shared);
         let ctx = &mut self.core.ctx;
-        ctx.with_node_lent(&mut request, |ctx, request| {
+        ctx.with_node_lent(request, |ctx, request| {
             ctx.check_type_url(&mut request.type_url)?;
             metrics::delta_request(request);
             ctx.shared
@@ -123,7 +126,7 @@ impl Protocol for DeltaStream {
 
         state.watch_id = ctx.next_watch_id();
         let watch = DeltaWatchRequest {
-            request: Arc::new(request),
+            request: shared,
             node: ctx.shared_node(),
             subscription: Arc::clone(&state.subscription),
             // Nothing sent for the type yet: however many requests came.
@@ -139,8 +142,11 @@ impl Protocol for DeltaStream {
         Ok(())
     }
 
-    fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status> {
-        self.core.take_ready()
+    fn take_ready(
+        &mut self,
+        spares: &mut SparePool<DeltaDiscoveryRequest>,
+    ) -> Result<Vec<WireMessage>, Status> {
+        self.core.take_ready(spares)
     }
 
     fn status(&self) -> StreamStatus {

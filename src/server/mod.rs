@@ -241,16 +241,15 @@ impl Server {
 
     /// The response body that runs a protocol: observed (its tracing span,
     /// counted as open) until hyper drops it.
-    fn stream_body<P, S>(
+    fn stream_body<P>(
         &self,
         protocol: P,
-        requests: S,
+        requests: request_stream::RequestStream<P::Request>,
         id: StreamId,
         service_type: Option<&'static str>,
     ) -> tonic::body::Body
     where
         P: stream::Protocol + Unpin,
-        S: futures::Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
     {
         let observer = crate::metrics::observe_stream(id, P::KIND, service_type);
         tonic::body::Body::new(stream_body::StreamBody::new(

@@ -1,20 +1,26 @@
 //! The requests of one xDS stream, decoded from the HTTP/2 request body.
 //!
-//! This replaces tonic's `Streaming` for the streaming RPCs for two reasons
+//! This replaces tonic's `Streaming` for the streaming RPCs for reasons
 //! that matter with thousands of long-lived streams:
 //!
 //! - Memory: `Streaming` keeps an 8 KiB buffer per stream, grown to the
 //!   largest request seen (an Envoy with a thousand EDS names sends 30 KiB)
-//!   and never shrunk. Here a buffer exists only while a message is
-//!   incomplete; between messages a stream holds no buffer at all.
+//!   and never shrunk. Here a message that arrives whole in one data frame
+//!   is decoded where it lies, and a buffer exists only while a message is
+//!   split across frames; between messages a stream holds no buffer at all.
 //! - CPU: Envoy repeats its node (often kilobytes: metadata, extensions) in
 //!   every request. A node whose bytes equal the previous one's is not
 //!   decoded again; it is left out, and the stream fills in the node it
 //!   already has (which it does anyway for clients that send the node only
 //!   once).
+//! - CPU again: every ACK carries the type, version, nonce and names its
+//!   client sent before. A request is decoded into one the stream is done
+//!   with ([`SparePool`]), its strings and names overwritten in place, so
+//!   an ACK costs no allocation and its predecessor no free.
 
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -29,34 +35,79 @@ use tonic::Status;
 use super::wire::FRAME_HEADER;
 
 /// A request message with a node.
-pub(crate) trait NodeRequest: Message + Default + Send + 'static {
+pub(crate) trait NodeRequest: Message + Default + Clone + Send + Sync + 'static {
     /// The field number of `node`.
     const NODE_FIELD: u32;
+    /// The field number of the repeated names decoded in place into a
+    /// reused request ([`NodeRequest::names_mut`]).
+    const NAMES_FIELD: u32;
     fn node_slot(&mut self) -> &mut Option<Node>;
+    /// The names field.
+    fn names_mut(&mut self) -> &mut Vec<String>;
 }
 
 impl NodeRequest for DiscoveryRequest {
     const NODE_FIELD: u32 = 2;
+    const NAMES_FIELD: u32 = 3;
     fn node_slot(&mut self) -> &mut Option<Node> {
         &mut self.node
+    }
+    fn names_mut(&mut self) -> &mut Vec<String> {
+        &mut self.resource_names
     }
 }
 
 impl NodeRequest for DeltaDiscoveryRequest {
     const NODE_FIELD: u32 = 1;
+    const NAMES_FIELD: u32 = 3;
     fn node_slot(&mut self) -> &mut Option<Node> {
         &mut self.node
+    }
+    fn names_mut(&mut self) -> &mut Vec<String> {
+        &mut self.resource_names_subscribe
+    }
+}
+
+/// Requests a stream is done with (their watches answered), kept to decode
+/// later requests into.
+pub(crate) struct SparePool<R>(Vec<Arc<R>>);
+
+impl<R> SparePool<R> {
+    /// More than the types a stream usually watches: one per answer of an
+    /// update comes back before its ACK is decoded.
+    const MAX: usize = 8;
+
+    /// Keeps `request` for reuse if nothing else holds it and there is room.
+    pub(crate) fn put(&mut self, mut request: Arc<R>) {
+        if self.0.len() < Self::MAX && Arc::get_mut(&mut request).is_some() {
+            self.0.push(request);
+        }
+    }
+
+    fn take(&mut self) -> Option<Arc<R>> {
+        self.0.pop()
+    }
+}
+
+impl<R> Default for SparePool<R> {
+    fn default() -> Self {
+        SparePool(Vec::new())
     }
 }
 
 /// The decoded requests of a stream; ends when the client half-closes.
 pub(crate) struct RequestStream<R> {
     body: tonic::body::Body,
-    /// Bytes of an incomplete message; empty, without capacity, otherwise.
+    /// The unread rest of the latest data frame; empty whenever the stream
+    /// waits, so it never pins the connection's read buffer.
+    current: Bytes,
+    /// Bytes of a message split across frames; empty, without capacity,
+    /// otherwise.
     pending: BytesMut,
     limit: usize,
     /// The encoded node of the last request that carried one.
     last_node: Option<Bytes>,
+    spares: SparePool<R>,
     ended: bool,
     _request: PhantomData<fn() -> R>,
 }
@@ -66,27 +117,34 @@ impl<R: NodeRequest> RequestStream<R> {
     pub(crate) fn new(body: tonic::body::Body, limit: usize) -> Self {
         RequestStream {
             body,
+            current: Bytes::new(),
             pending: BytesMut::new(),
             limit,
             last_node: None,
+            spares: SparePool::default(),
             ended: false,
             _request: PhantomData,
         }
     }
 
-    /// Takes the next whole message out of the pending bytes, if there is
-    /// one.
-    fn next_message(&mut self) -> Result<Option<Bytes>, Status> {
-        if self.pending.len() < FRAME_HEADER {
+    /// Where requests the stream is done with go, to be decoded into again.
+    pub(crate) fn spares(&mut self) -> &mut SparePool<R> {
+        &mut self.spares
+    }
+
+    /// The size of the gRPC message starting `bytes`, header included,
+    /// once its header is there.
+    fn framed_len(&self, bytes: &[u8]) -> Result<Option<usize>, Status> {
+        if bytes.len() < FRAME_HEADER {
             return Ok(None);
         }
-        if self.pending[0] != 0 {
+        if bytes[0] != 0 {
             return Err(Status::unimplemented(
                 "compressed requests are not supported: no grpc-encoding is accepted",
             ));
         }
         let mut len = [0; 4];
-        len.copy_from_slice(&self.pending[1..FRAME_HEADER]);
+        len.copy_from_slice(&bytes[1..FRAME_HEADER]);
         let len = u32::from_be_bytes(len) as usize;
         if len > self.limit {
             return Err(Status::out_of_range(format!(
@@ -94,43 +152,91 @@ impl<R: NodeRequest> RequestStream<R> {
                 self.limit
             )));
         }
-        let whole = FRAME_HEADER + len;
-        if self.pending.len() < whole {
-            // Grow once, to the size the header announced.
-            self.pending.reserve(whole - self.pending.len());
-            return Ok(None);
-        }
-        self.pending.advance(FRAME_HEADER);
-        let message = self.pending.split_to(len).freeze();
-        if self.pending.is_empty() {
-            // Let the message's buffer go with the message.
-            self.pending = BytesMut::new();
-        } else if self.pending.capacity() > 4 * self.pending.len().max(1024) {
-            // The start of the next message must not pin a large buffer.
-            self.pending = BytesMut::from(&self.pending[..]);
-        }
-        Ok(Some(message))
+        Ok(Some(FRAME_HEADER + len))
     }
 
-    /// Decodes a request, leaving out a node equal to the last one.
-    fn decode(&mut self, mut buf: Bytes) -> Result<R, Status> {
+    /// Takes the next whole message out of the received bytes, if there is
+    /// one. Returns `None` only once `current` is used up.
+    fn next_message(&mut self) -> Result<Option<Bytes>, Status> {
+        loop {
+            if self.pending.is_empty() {
+                let whole = self.framed_len(&self.current)?;
+                if let Some(whole) = whole.filter(|whole| *whole <= self.current.len()) {
+                    let mut message = self.current.split_to(whole);
+                    message.advance(FRAME_HEADER);
+                    return Ok(Some(message));
+                }
+                if self.current.is_empty() {
+                    return Ok(None);
+                }
+                // The message goes on in later frames: gather it, growing
+                // once to the size its header announces.
+                self.pending.reserve(whole.unwrap_or(FRAME_HEADER));
+            }
+            let whole = self.framed_len(&self.pending)?;
+            let goal = whole.unwrap_or(FRAME_HEADER);
+            let take = (goal - self.pending.len()).min(self.current.len());
+            self.pending.extend_from_slice(&self.current[..take]);
+            self.current.advance(take);
+            if self.current.is_empty() {
+                // An empty view still holds the connection's buffer.
+                self.current = Bytes::new();
+            }
+            if self.pending.len() < goal {
+                return Ok(None);
+            }
+            if whole.is_some() {
+                // The message's buffer goes with the message.
+                let mut message = std::mem::take(&mut self.pending).freeze();
+                message.advance(FRAME_HEADER);
+                return Ok(Some(message));
+            }
+            // The header just completed: loop to read the length.
+        }
+    }
+
+    /// Decodes a request, into a spare one when there is one, leaving out
+    /// a node equal to the last one.
+    fn decode(&mut self, buf: Bytes) -> Result<Arc<R>, Status> {
+        let mut request = self.spares.take().unwrap_or_default();
+        // A spare is unique (the pool takes no other), so this never copies.
+        self.decode_into(buf, Arc::make_mut(&mut request))?;
+        Ok(request)
+    }
+
+    fn decode_into(&mut self, mut buf: Bytes, request: &mut R) -> Result<(), Status> {
         let invalid = |e: prost::DecodeError| Status::internal(format!("invalid request: {e}"));
-        let mut request = R::default();
+        // Strings keep their buffers through `clear`; the names are set
+        // aside first, so that each one is overwritten, not dropped.
+        let mut names = std::mem::take(request.names_mut());
+        request.clear();
+        let mut names_used = 0;
         let mut nodes = 0;
         while buf.has_remaining() {
             let (tag, wire_type) = decode_key(&mut buf).map_err(invalid)?;
-            if tag != R::NODE_FIELD || wire_type != WireType::LengthDelimited {
+            let delimited = wire_type == WireType::LengthDelimited;
+            if tag == R::NAMES_FIELD && delimited {
+                let raw = length_delimited(&mut buf)?;
+                let name = std::str::from_utf8(&raw).map_err(|_| {
+                    Status::internal("invalid request: a resource name is not valid UTF-8")
+                })?;
+                match names.get_mut(names_used) {
+                    Some(slot) => {
+                        slot.clear();
+                        slot.push_str(name);
+                    }
+                    None => names.push(name.to_owned()),
+                }
+                names_used += 1;
+                continue;
+            }
+            if tag != R::NODE_FIELD || !delimited {
                 request
                     .merge_field(tag, wire_type, &mut buf, DecodeContext::default())
                     .map_err(invalid)?;
                 continue;
             }
-            let len = decode_varint(&mut buf).map_err(invalid)?;
-            let len = usize::try_from(len)
-                .ok()
-                .filter(|len| *len <= buf.remaining())
-                .ok_or_else(|| Status::internal("invalid request: node overruns the message"))?;
-            let raw = buf.split_to(len);
+            let raw = length_delimited(&mut buf)?;
             nodes += 1;
             if nodes == 1 && self.last_node.as_ref() == Some(&raw) {
                 continue;
@@ -139,17 +245,34 @@ impl<R: NodeRequest> RequestStream<R> {
             let slot = request.node_slot();
             let node = slot.get_or_insert_with(Node::default);
             node.merge(raw.clone()).map_err(invalid)?;
-            self.last_node = (nodes == 1).then_some(raw);
+            // Copied: the request's bytes may be the connection's buffer.
+            self.last_node = (nodes == 1).then(|| Bytes::copy_from_slice(&raw));
         }
         if nodes > 1 {
             self.last_node = None;
         }
-        Ok(request)
+        names.truncate(names_used);
+        if names.capacity() > 2 * names.len() + 64 {
+            // The client subscribes to far fewer names than it did.
+            names.shrink_to_fit();
+        }
+        *request.names_mut() = names;
+        Ok(())
     }
 }
 
+/// Splits off a length-delimited field's content.
+fn length_delimited(buf: &mut Bytes) -> Result<Bytes, Status> {
+    let len = decode_varint(buf).map_err(|e| Status::internal(format!("invalid request: {e}")))?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|len| *len <= buf.remaining())
+        .ok_or_else(|| Status::internal("invalid request: a field overruns the message"))?;
+    Ok(buf.split_to(len))
+}
+
 impl<R: NodeRequest> Stream for RequestStream<R> {
-    type Item = Result<R, Status>;
+    type Item = Result<Arc<R>, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -160,6 +283,7 @@ impl<R: NodeRequest> Stream for RequestStream<R> {
                 Err(status) => {
                     this.ended = true;
                     this.pending = BytesMut::new();
+                    this.current = Bytes::new();
                     return Poll::Ready(Some(Err(status)));
                 }
             }
@@ -175,7 +299,7 @@ impl<R: NodeRequest> Stream for RequestStream<R> {
             match std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        this.pending.extend_from_slice(&data);
+                        this.current = data;
                     }
                 }
                 Some(Err(status)) => {
@@ -242,6 +366,7 @@ mod tests {
     async fn all(mut s: RequestStream<DiscoveryRequest>) -> Vec<Result<DiscoveryRequest, Status>> {
         let mut out = Vec::new();
         while let Some(item) = s.next().await {
+            let item = item.map(Arc::unwrap_or_clone);
             let failed = item.is_err();
             out.push(item);
             if failed {
@@ -314,8 +439,8 @@ mod tests {
         let chunks = vec![Bytes::from(framed(&first)), Bytes::from(framed(&again))];
         let mut s: RequestStream<DeltaDiscoveryRequest> =
             RequestStream::new(tonic::body::Body::new(Chunks(Mutex::new(chunks))), 1 << 20);
-        assert_eq!(s.next().await.unwrap().unwrap(), first);
-        let got = s.next().await.unwrap().unwrap();
+        assert_eq!(*s.next().await.unwrap().unwrap(), first);
+        let got = Arc::unwrap_or_clone(s.next().await.unwrap().unwrap());
         assert_eq!(got.node, None);
         assert_eq!(
             DeltaDiscoveryRequest {
@@ -333,12 +458,76 @@ mod tests {
             ..Default::default()
         };
         let mut s = stream(vec![framed(&big), framed(&big)[..3].to_vec()], 1 << 20);
-        assert_eq!(s.next().await.unwrap().unwrap(), big);
+        assert_eq!(*s.next().await.unwrap().unwrap(), big);
         assert!(s.pending.capacity() < 1024);
         // A truncated message at the end is an error, not a hang.
         let status = s.next().await.unwrap().unwrap_err();
         assert_eq!(status.code(), tonic::Code::Internal);
         assert!(s.next().await.is_none() || s.ended);
+    }
+
+    #[tokio::test]
+    async fn a_spare_request_is_decoded_into_in_place() {
+        let first = DiscoveryRequest {
+            resource_names: vec!["cluster-a".into(), "cluster-b".into(), "c".into()],
+            ..request("1", Some("n"))
+        };
+        let second = DiscoveryRequest {
+            resource_names: vec!["cluster-b".into(), "d".into()],
+            response_nonce: "7".into(),
+            ..request("2", None)
+        };
+        let third = request("3", None);
+        let chunks = [&first, &second, &third].map(framed).to_vec();
+        let mut s = stream(chunks, 1 << 20);
+        let got = s.next().await.unwrap().unwrap();
+        assert_eq!(*got, first);
+        let (at, name_at) = (Arc::as_ptr(&got), got.resource_names[0].as_ptr());
+        s.spares().put(got);
+        let got = s.next().await.unwrap().unwrap();
+        // Every field is the new request's, nothing left of the old one...
+        assert_eq!(*got, second);
+        // ...written over the spare's allocations.
+        assert_eq!(Arc::as_ptr(&got), at);
+        assert_eq!(got.resource_names[0].as_ptr(), name_at);
+        // A request still shared elsewhere is not reused.
+        let kept = Arc::clone(&got);
+        s.spares().put(got);
+        let got = s.next().await.unwrap().unwrap();
+        assert_eq!(*got, third);
+        assert_ne!(Arc::as_ptr(&got), Arc::as_ptr(&kept));
+        assert_eq!(*kept, second);
+    }
+
+    #[tokio::test]
+    async fn whole_messages_are_decoded_where_they_arrived() {
+        let (a, b) = (request("1", Some("n")), request("2", None));
+        let mut both = framed(&a);
+        both.extend(framed(&b));
+        let mut s = stream(vec![both], 1 << 20);
+        assert_eq!(*s.next().await.unwrap().unwrap(), a);
+        assert!(s.pending.capacity() == 0 && !s.current.is_empty());
+        assert_eq!(*s.next().await.unwrap().unwrap(), b);
+        // Nothing of the frame is held once it is read.
+        assert!(s.pending.capacity() == 0 && s.current.is_empty());
+        assert!(s.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_message_gathered_across_frames_lets_the_frames_go() {
+        let (a, b) = (request("1", Some("n")), request("2", None));
+        let mut bytes = framed(&a);
+        let cut = bytes.len() + 4;
+        bytes.extend(framed(&b));
+        let last = Bytes::from(bytes[cut..].to_vec());
+        let held = last.clone();
+        let chunks = vec![Bytes::from(bytes[..cut].to_vec()), last];
+        let mut s: RequestStream<DiscoveryRequest> =
+            RequestStream::new(tonic::body::Body::new(Chunks(Mutex::new(chunks))), 1 << 20);
+        assert_eq!(*s.next().await.unwrap().unwrap(), a);
+        assert_eq!(*s.next().await.unwrap().unwrap(), b);
+        // The connection's buffer is free to be reused.
+        assert!(held.is_unique());
     }
 
     #[tokio::test]
@@ -352,5 +541,9 @@ mod tests {
         let garbage = vec![0, 0, 0, 0, 3, 0x12, 0xff, 0xff];
         let status = all(stream(vec![garbage], 1 << 20)).await.pop().unwrap();
         assert_eq!(status.unwrap_err().code(), tonic::Code::Internal);
+        // A resource name (field 3) that is not UTF-8.
+        let garbage = vec![0, 0, 0, 0, 3, 0x1a, 0x01, 0xff];
+        let status = all(stream(vec![garbage], 1 << 20)).await.pop().unwrap();
+        assert!(status.unwrap_err().message().contains("UTF-8"));
     }
 }

@@ -12,6 +12,7 @@ use tonic::Status;
 
 use super::callbacks::{Nack, SentResponse};
 use super::client_status::StreamStatus;
+use super::request_stream::SparePool;
 use super::stream::{Answer, Protocol, StreamContext, StreamCore, TypeKey};
 use super::wire::{self, WireMessage};
 use crate::cache::{ResponseQueue, ReturnedResources, SotwResponse, Subscription, WatchRequest};
@@ -45,8 +46,8 @@ impl Answer for SotwResponse {
     fn request_mut(&mut self) -> &mut Arc<DiscoveryRequest> {
         &mut self.request
     }
-    fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>) {
-        (self.version, self.returned)
+    fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>, Arc<DiscoveryRequest>) {
+        (self.version, self.returned, self.request)
     }
 }
 
@@ -59,9 +60,11 @@ impl Protocol for SotwStream {
         Arc::clone(&self.core.queue)
     }
 
-    fn handle_request(&mut self, mut request: DiscoveryRequest) -> Result<(), Status> {
+    fn handle_request(&mut self, mut shared: Arc<DiscoveryRequest>) -> Result<(), Status> {
+        // Unique, fresh from the request stream: this never copies.
+        let request = Arc::make_mut(&mut shared);
         let ctx = &mut self.core.ctx;
-        ctx.with_node_lent(&mut request, |ctx, request| {
+        ctx.with_node_lent(request, |ctx, request| {
             ctx.check_type_url(&mut request.type_url)?;
             metrics::sotw_request(request);
             ctx.shared.callbacks.on_stream_request(ctx.id, request)
@@ -114,7 +117,7 @@ impl Protocol for SotwStream {
 
         state.watch_id = ctx.next_watch_id();
         let watch = WatchRequest {
-            request: Arc::new(request),
+            request: shared,
             node: ctx.shared_node(),
             version_info,
             subscription: Arc::clone(&state.subscription),
@@ -129,8 +132,11 @@ impl Protocol for SotwStream {
         Ok(())
     }
 
-    fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status> {
-        self.core.take_ready()
+    fn take_ready(
+        &mut self,
+        spares: &mut SparePool<DiscoveryRequest>,
+    ) -> Result<Vec<WireMessage>, Status> {
+        self.core.take_ready(spares)
     }
 
     fn status(&self) -> StreamStatus {

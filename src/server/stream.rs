@@ -9,7 +9,7 @@ use tonic::Status;
 
 use super::callbacks::{Nack, StreamId};
 use super::client_status::{StreamStatus, TypeRecord};
-use super::request_stream::NodeRequest;
+use super::request_stream::{NodeRequest, SparePool};
 use super::wire::WireMessage;
 use super::Shared;
 use crate::cache::{ResponseQueue, ReturnedResources, Subscription, WatchHandle};
@@ -19,7 +19,7 @@ use crate::resource::ResourceType;
 /// One flavour of the xDS protocol on one stream.
 pub(crate) trait Protocol: Send + 'static {
     /// A client request.
-    type Request: Send + 'static;
+    type Request: NodeRequest;
     /// What the cache answers watches with.
     type Answer: Send + 'static;
     /// State of the world or delta, for metrics and tracing.
@@ -28,14 +28,18 @@ pub(crate) trait Protocol: Send + 'static {
     /// The queue the cache answers this stream's watches through.
     fn queue(&self) -> Arc<ResponseQueue<Self::Answer>>;
 
-    /// Applies a request: may open or replace a watch. An error ends the
-    /// stream with that status.
-    fn handle_request(&mut self, request: Self::Request) -> Result<(), Status>;
+    /// Applies a request (not shared yet): may open or replace a watch. An
+    /// error ends the stream with that status.
+    fn handle_request(&mut self, request: Arc<Self::Request>) -> Result<(), Status>;
 
     /// Turns the pending answers into messages, in order, each encoded as
-    /// one gRPC message ready for the wire, recording them as sent. An
-    /// error (a message too large to send) ends the stream with it.
-    fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status>;
+    /// one gRPC message ready for the wire, recording them as sent; the
+    /// requests they answered go to `spares`. An error (a message too large
+    /// to send) ends the stream with it.
+    fn take_ready(
+        &mut self,
+        spares: &mut SparePool<Self::Request>,
+    ) -> Result<Vec<WireMessage>, Status>;
 
     /// Cancels every watch and reports the stream closed.
     fn close(&mut self);
@@ -285,8 +289,9 @@ pub(crate) trait Answer: Sized {
     fn report(&self, ctx: &StreamContext, type_url: &str, nonce: &str, message: &WireMessage);
     /// The request the answer replies to, as the cache kept it.
     fn request_mut(&mut self) -> &mut Arc<Self::Request>;
-    /// The version and the record of what the client then has.
-    fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>);
+    /// The version, the record of what the client then has, and the
+    /// request answered.
+    fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>, Arc<Self::Request>);
 }
 
 /// A type URL as a stream keeps it: a known type by its kind, so that
@@ -401,7 +406,10 @@ impl<A: Answer> StreamCore<A> {
     /// type), each recorded as sent. Answers are matched to their type by
     /// watch id: the stream's own state, not the cache's copy of the
     /// request; answers to watches since replaced are stale and dropped.
-    pub(crate) fn take_ready(&mut self) -> Result<Vec<WireMessage>, Status> {
+    pub(crate) fn take_ready(
+        &mut self,
+        spares: &mut SparePool<A::Request>,
+    ) -> Result<Vec<WireMessage>, Status> {
         let pending = self.queue.take();
         let mut ranked: Vec<(usize, usize, A)> = pending
             .into_iter()
@@ -416,14 +424,19 @@ impl<A: Answer> StreamCore<A> {
         }
         let mut messages = Vec::with_capacity(ranked.len());
         for (_, at, answer) in ranked {
-            messages.push(self.stamp(at, answer)?);
+            messages.push(self.stamp(at, answer, spares)?);
         }
         Ok(messages)
     }
 
     /// Turns the answer to the watch of the type at `at` into the message
     /// to send, encoded, and records what the client now has.
-    fn stamp(&mut self, at: usize, mut answer: A) -> Result<WireMessage, Status> {
+    fn stamp(
+        &mut self,
+        at: usize,
+        mut answer: A,
+        spares: &mut SparePool<A::Request>,
+    ) -> Result<WireMessage, Status> {
         let state = &mut self.types.0[at];
         state.watch_answered();
         let ctx = &mut self.ctx;
@@ -434,8 +447,9 @@ impl<A: Answer> StreamCore<A> {
         ctx.lend_node_to_kept(answer.request_mut());
         answer.report(ctx, type_url, &nonce, &message);
         ctx.reclaim_node_from_kept(answer.request_mut());
-        let (version, returned) = answer.into_sent();
+        let (version, returned, request) = answer.into_sent();
         state.record_sent(nonce_number, version, returned);
+        spares.put(request);
         Ok(message)
     }
 }

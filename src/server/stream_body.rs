@@ -27,6 +27,7 @@ use tonic::Status;
 use super::callbacks::StreamId;
 use super::client_status::StreamStatus;
 use super::frames::Frames;
+use super::request_stream::RequestStream;
 use super::stream::Protocol;
 use super::Shared;
 use crate::cache::ResponseQueue;
@@ -38,18 +39,18 @@ const REQUESTS_PER_POLL: usize = 32;
 /// A stream's response body: its messages as data frames, then trailers
 /// with `grpc-status` (and `grpc-message`, percent-encoded): the status
 /// the stream ended with, or OK when the client closed its side.
-pub(crate) struct StreamBody<P: Protocol, S> {
-    run: Run<P, S>,
+pub(crate) struct StreamBody<P: Protocol> {
+    run: Run<P>,
     id: StreamId,
     shared: Arc<Shared>,
     observer: StreamObserver,
 }
 
 /// The stream's state, apart from what observes it.
-struct Run<P: Protocol, S> {
+struct Run<P: Protocol> {
     /// Shared with [`OpenStreams`] only, to close it on shutdown.
     protocol: Arc<Mutex<Guarded<P>>>,
-    requests: S,
+    requests: RequestStream<P::Request>,
     queue: Arc<ResponseQueue<P::Answer>>,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     frames: Frames,
@@ -59,15 +60,11 @@ struct Run<P: Protocol, S> {
     done: bool,
 }
 
-impl<P, S> StreamBody<P, S>
-where
-    P: Protocol + Unpin,
-    S: Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
-{
+impl<P: Protocol + Unpin> StreamBody<P> {
     pub(crate) fn new(
         id: StreamId,
         protocol: P,
-        requests: S,
+        requests: RequestStream<P::Request>,
         shared: Arc<Shared>,
         observer: StreamObserver,
     ) -> Self {
@@ -96,11 +93,7 @@ where
     }
 }
 
-impl<P, S> Run<P, S>
-where
-    P: Protocol + Unpin,
-    S: Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
-{
+impl<P: Protocol + Unpin> Run<P> {
     /// Runs the stream until it has a frame to send or must wait.
     fn poll_next_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
         let Run {
@@ -133,7 +126,7 @@ where
             if queue.poll_pending(cx).is_ready() {
                 // The push-latency stamp is read before take_ready empties the queue.
                 let since = queue.pending_since();
-                match protocol.protocol.take_ready() {
+                match protocol.protocol.take_ready(requests.spares()) {
                     Ok(messages) => {
                         metrics::pushed(P::KIND, since, messages.len());
                         frames.push(messages);
@@ -307,11 +300,7 @@ fn trailers(status: &Status) -> Frame<Bytes> {
     Frame::trailers(trailers)
 }
 
-impl<P, S> http_body::Body for StreamBody<P, S>
-where
-    P: Protocol + Unpin,
-    S: Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
-{
+impl<P: Protocol + Unpin> http_body::Body for StreamBody<P> {
     type Data = Bytes;
     type Error = Status;
 
@@ -330,7 +319,7 @@ where
     }
 }
 
-impl<P: Protocol, S> Drop for StreamBody<P, S> {
+impl<P: Protocol> Drop for StreamBody<P> {
     /// The client went away (or the stream ended): let go of every watch.
     fn drop(&mut self) {
         self.shared.open_streams.remove(self.id);
@@ -340,7 +329,7 @@ impl<P: Protocol, S> Drop for StreamBody<P, S> {
     }
 }
 
-impl<P: Protocol, S> fmt::Debug for StreamBody<P, S> {
+impl<P: Protocol> fmt::Debug for StreamBody<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamBody")
             .field("done", &self.run.done)
