@@ -52,6 +52,7 @@ use parking_lot::Mutex;
 use prost::Message;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Endpoint;
@@ -75,7 +76,7 @@ const USAGE: &str = "\
 usage: load_client [--server 127.0.0.1:18000] [--clients 1000] [--nodes 1]
                    [--expect-updates 0] [--timeout 120] [--server-pid PID]
                    [--connect-rate R] [--connect-concurrency 128]
-                   [--h2-window BYTES] [--json] [--delta]
+                   [--h2-window BYTES] [--threads T] [--json] [--delta]
 
   --expect-updates K     stop once every client has full config at update K
                          (0: once every client has its initial config)
@@ -85,6 +86,8 @@ usage: load_client [--server 127.0.0.1:18000] [--clients 1000] [--nodes 1]
                          as --connect-concurrency connects in flight allow)
   --h2-window BYTES      HTTP/2 stream and connection receive window
                          (default 268435456, Envoy's default)
+  --threads T            client threads, each running its share of the
+                         clients on its own runtime (default: one per CPU)
   --json                 also print the report as one JSON line
   --delta                incremental xDS (DeltaAggregatedResources)
 
@@ -181,6 +184,7 @@ struct Config {
     connect_rate: Option<f64>,
     connect_concurrency: usize,
     h2_window: u32,
+    threads: usize,
     json: bool,
     delta: bool,
 }
@@ -198,6 +202,10 @@ fn parse_args() -> Result<Config, String> {
         connect_rate: f.opt("connect-rate")?,
         connect_concurrency: f.get("connect-concurrency", 128)?,
         h2_window: f.get("h2-window", 256 * 1024 * 1024)?,
+        threads: f.get(
+            "threads",
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        )?,
         json: f.flag("json"),
         delta: f.flag("delta"),
     };
@@ -208,8 +216,14 @@ fn parse_args() -> Result<Config, String> {
             config.server
         ));
     }
-    if config.clients == 0 || config.nodes == 0 || config.connect_concurrency == 0 {
-        return Err("--clients, --nodes and --connect-concurrency must be positive".into());
+    if config.clients == 0
+        || config.nodes == 0
+        || config.connect_concurrency == 0
+        || config.threads == 0
+    {
+        return Err(
+            "--clients, --nodes, --connect-concurrency and --threads must be positive".into(),
+        );
     }
     if config.connect_rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err("--connect-rate must be positive".into());
@@ -231,10 +245,8 @@ struct Shared {
     stop: CancellationToken,
     connect_slots: Semaphore,
     initial: Mutex<Vec<Initial>>,
-    /// (seq, latency) of every update a client had full config at.
-    updates: Mutex<Vec<(u64, Duration)>>,
-    /// The server's timestamp of each seq seen.
-    stamps: Mutex<BTreeMap<u64, SystemTime>>,
+    /// What the clients of each thread counted, apart from other threads'.
+    tallies: Vec<Tally>,
     configured: AtomicUsize,
     done: AtomicUsize,
     failed: AtomicUsize,
@@ -244,20 +256,29 @@ struct Shared {
     connect_retries: AtomicU64,
     ended_after_done: AtomicU64,
     bad_versions: AtomicU64,
+    errors: Mutex<Vec<String>>,
+}
+
+/// What the clients of one thread count on every response: written by that
+/// thread only, on cache lines of its own.
+#[repr(align(128))]
+#[derive(Default)]
+struct Tally {
     responses: AtomicU64,
     resource_bytes: AtomicU64,
-    errors: Mutex<Vec<String>>,
+    /// (seq, latency) of every update a client had full config at.
+    updates: Mutex<Vec<(u64, Duration)>>,
+    /// The server's timestamp of each seq seen.
+    stamps: Mutex<BTreeMap<u64, SystemTime>>,
 }
 
 impl Shared {
     fn new(config: Config) -> Shared {
         Shared {
             connect_slots: Semaphore::new(config.connect_concurrency),
-            config,
             stop: CancellationToken::new(),
             initial: Mutex::new(Vec::new()),
-            updates: Mutex::new(Vec::new()),
-            stamps: Mutex::new(BTreeMap::new()),
+            tallies: (0..config.threads).map(|_| Tally::default()).collect(),
             configured: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
@@ -267,10 +288,49 @@ impl Shared {
             connect_retries: AtomicU64::new(0),
             ended_after_done: AtomicU64::new(0),
             bad_versions: AtomicU64::new(0),
-            responses: AtomicU64::new(0),
-            resource_bytes: AtomicU64::new(0),
             errors: Mutex::new(Vec::new()),
+            config,
         }
+    }
+
+    /// The tally of the thread running client `index`.
+    fn tally(&self, index: usize) -> &Tally {
+        &self.tallies[index % self.tallies.len()]
+    }
+
+    fn responses(&self) -> u64 {
+        self.tallies
+            .iter()
+            .map(|t| t.responses.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn resource_bytes(&self) -> u64 {
+        let bytes = self
+            .tallies
+            .iter()
+            .map(|t| t.resource_bytes.load(Ordering::Relaxed));
+        bytes.sum()
+    }
+
+    /// Every (seq, latency) recorded, taken out.
+    fn take_updates(&self) -> Vec<(u64, Duration)> {
+        let mut all = Vec::new();
+        for tally in &self.tallies {
+            all.append(&mut tally.updates.lock());
+        }
+        all
+    }
+
+    /// The server's timestamp of every seq seen.
+    fn stamps(&self) -> BTreeMap<u64, SystemTime> {
+        let mut all = BTreeMap::new();
+        for tally in &self.tallies {
+            for (seq, stamp) in tally.stamps.lock().iter() {
+                all.entry(*seq).or_insert(*stamp);
+            }
+        }
+        all
     }
 
     fn error(&self, message: String) {
@@ -342,7 +402,8 @@ impl Progress {
         if self.complete.is_some_and(|c| c >= seq) {
             return;
         }
-        shared.stamps.lock().entry(seq).or_insert(stamp);
+        let tally = shared.tally(self.index);
+        tally.stamps.lock().entry(seq).or_insert(stamp);
         if self.complete.is_none() {
             shared.initial.lock().push(Initial {
                 connect_to_config: now.duration_since(self.connect_started).unwrap_or_default(),
@@ -352,7 +413,7 @@ impl Progress {
             shared.configured.fetch_add(1, Ordering::Relaxed);
         } else {
             let latency = now.duration_since(stamp).unwrap_or_default();
-            shared.updates.lock().push((seq, latency));
+            tally.updates.lock().push((seq, latency));
         }
         self.complete = Some(seq);
         if !self.done && seq >= shared.config.expect_updates {
@@ -409,8 +470,9 @@ fn on_response<P: Protocol>(
     shared: &Shared,
 ) -> Vec<P::Request> {
     let (type_url, bytes) = P::measure(&response);
-    shared.responses.fetch_add(1, Ordering::Relaxed);
-    shared
+    let tally = shared.tally(progress.index);
+    tally.responses.fetch_add(1, Ordering::Relaxed);
+    tally
         .resource_bytes
         .fetch_add(bytes as u64, Ordering::Relaxed);
     let Some(t) = TYPES.iter().position(|u| *u == type_url) else {
@@ -917,6 +979,68 @@ async fn connect(shared: &Shared) -> Result<tonic::transport::Channel, String> {
     }
 }
 
+/// Starts the clients on `--threads` threads, each a single-threaded
+/// runtime running clients `shard`, `shard + threads`, ...: a client's
+/// connection, stream and bookkeeping stay on one thread, so no task
+/// migrates and no buffer is freed by another thread than its own, which
+/// keeps the client light next to the server it measures.
+fn start_shards(shared: &Arc<Shared>) -> Vec<std::thread::JoinHandle<()>> {
+    let threads = shared.config.threads;
+    (0..threads)
+        .filter_map(|shard| {
+            let own = Arc::clone(shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("load-client-{shard}"))
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime.block_on(run_shard(shard, own)),
+                        Err(e) => shard_failed(shard, &own, &format!("runtime: {e}")),
+                    }
+                });
+            spawned
+                .map_err(|e| shard_failed(shard, shared, &format!("thread: {e}")))
+                .ok()
+        })
+        .collect()
+}
+
+/// Runs one thread's share of the clients until they end.
+async fn run_shard(shard: usize, shared: Arc<Shared>) {
+    let threads = shared.config.threads;
+    let mut pace = shared.config.connect_rate.map(|rate| {
+        let mut i = tokio::time::interval(Duration::from_secs_f64(threads as f64 / rate));
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        i
+    });
+    let mut clients = Vec::new();
+    for index in (shard..shared.config.clients).step_by(threads) {
+        if let Some(pace) = &mut pace {
+            pace.tick().await;
+        }
+        let shared = Arc::clone(&shared);
+        clients.push(if shared.config.delta {
+            tokio::spawn(run_client::<Delta>(index, shared))
+        } else {
+            tokio::spawn(run_client::<Sotw>(index, shared))
+        });
+    }
+    for client in clients {
+        let _ = client.await;
+    }
+}
+
+/// Counts every client of a shard that could not start as failed.
+fn shard_failed(shard: usize, shared: &Shared, why: &str) {
+    let clients = (shard..shared.config.clients)
+        .step_by(shared.config.threads)
+        .count();
+    shared.error(format!("client thread {shard}: {why}"));
+    shared.failed.fetch_add(clients, Ordering::Relaxed);
+}
+
 /// How a client's session ended.
 enum End {
     /// It could not connect or open its stream.
@@ -966,15 +1090,18 @@ async fn client_session<P: Protocol>(index: usize, shared: &Shared) -> End {
     if let Err(e) = grpc.ready().await {
         return End::ConnectFailed(format!("channel not ready: {e}"));
     }
-    let (tx, rx) = mpsc::channel::<P::Request>(16);
+    // Boxed: the channel allocates its slots 32 at a time, which for the
+    // requests themselves would be tens of KiB per client, touched anew
+    // as the slots fill.
+    let (tx, rx) = mpsc::channel::<Box<P::Request>>(16);
     // The channel has room for the opening requests.
     for request in client.start() {
-        let _ = tx.try_send(request);
+        let _ = tx.try_send(Box::new(request));
     }
     let codec = tonic_prost::ProstCodec::<P::Request, P::Response>::default();
     let response = grpc
         .streaming(
-            tonic::Request::new(ReceiverStream::new(rx)),
+            tonic::Request::new(ReceiverStream::new(rx).map(|request| *request)),
             PathAndQuery::from_static(P::PATH),
             codec,
         )
@@ -990,7 +1117,7 @@ async fn client_session<P: Protocol>(index: usize, shared: &Shared) -> End {
                 let now = SystemTime::now();
                 let mut sent = true;
                 for request in on_response(&mut client, response, now, &mut progress, shared) {
-                    sent = sent && tx.send(request).await.is_ok();
+                    sent = sent && tx.send(Box::new(request)).await.is_ok();
                 }
                 if !sent {
                     break "request stream closed".to_string();
@@ -1132,7 +1259,7 @@ fn json_num(v: f64) -> serde_json::Value {
     }
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let config = match parse_args() {
         Ok(config) => config,
@@ -1164,29 +1291,7 @@ async fn run(config: Config) -> i32 {
     let deadline = started + config.timeout;
     let first_connect = SystemTime::now();
 
-    let spawner = {
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let mut pace = shared.config.connect_rate.map(|rate| {
-                let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                i
-            });
-            let mut clients = Vec::with_capacity(shared.config.clients);
-            for index in 0..shared.config.clients {
-                if let Some(pace) = &mut pace {
-                    pace.tick().await;
-                }
-                let shared = Arc::clone(&shared);
-                clients.push(if shared.config.delta {
-                    tokio::spawn(run_client::<Delta>(index, shared))
-                } else {
-                    tokio::spawn(run_client::<Sotw>(index, shared))
-                });
-            }
-            clients
-        })
-    };
+    let shards = start_shards(&shared);
 
     // Wait for every client to be configured, then to reach the last update.
     let mut all_configured: Option<SystemTime> = None;
@@ -1212,8 +1317,7 @@ async fn run(config: Config) -> i32 {
 
     // Update windows: [stamp(seq), stamp(seq+1)); the last one as long as
     // the median earlier one, so keep sampling the server until it ends.
-    let stamps: Vec<(u64, SystemTime)> =
-        shared.stamps.lock().iter().map(|(s, t)| (*s, *t)).collect();
+    let stamps: Vec<(u64, SystemTime)> = shared.stamps().into_iter().collect();
     let update_stamps: Vec<&(u64, SystemTime)> = stamps.iter().filter(|(s, _)| *s >= 1).collect();
     let mut gaps: Vec<f64> = update_stamps
         .windows(2)
@@ -1234,16 +1338,18 @@ async fn run(config: Config) -> i32 {
     let rss_end = server_pid.as_deref().and_then(proc_rss_kib);
     let samples = sampler.as_mut().map(CpuSampler::stop).unwrap_or_default();
     shared.stop.cancel();
-    if let Ok(clients) = spawner.await {
-        for c in clients {
-            let _ = tokio::time::timeout(Duration::from_secs(2), c).await;
+    // Clients end at once on `stop`; a shard's runtime ends with them.
+    let joined = tokio::task::spawn_blocking(move || {
+        for shard in shards {
+            let _ = shard.join();
         }
-    }
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(5), joined).await;
     let client_cpu = own_cpu_seconds(ticks_per_second);
 
     // ---- Assemble the report.
     let initial = std::mem::take(&mut *shared.initial.lock());
-    let updates = std::mem::take(&mut *shared.updates.lock());
+    let updates = shared.take_updates();
     let configured = initial.len();
     let cold_start = initial
         .iter()
@@ -1400,8 +1506,8 @@ async fn run(config: Config) -> i32 {
     }
     println!(
         "responses: {}, resource bytes: {:.1} MiB; client CPU: {client_cpu:.2} s; ran {:.2} s; {}",
-        shared.responses.load(Ordering::Relaxed),
-        shared.resource_bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
+        shared.responses(),
+        shared.resource_bytes() as f64 / (1 << 20) as f64,
         secs_between(first_connect, finished),
         if complete {
             format!("all {m} clients reached update {}", config.expect_updates)
@@ -1454,8 +1560,8 @@ async fn run(config: Config) -> i32 {
             "nacks": nacks,
             "stream_errors": stream_errors,
             "connect_errors": connect_errors,
-            "responses": shared.responses.load(Ordering::Relaxed),
-            "resource_bytes": shared.resource_bytes.load(Ordering::Relaxed),
+            "responses": shared.responses(),
+            "resource_bytes": shared.resource_bytes(),
             "client_cpu_s": json_num(client_cpu),
         });
         println!("{report}");
@@ -1486,6 +1592,7 @@ mod tests {
             connect_rate: None,
             connect_concurrency: 1,
             h2_window: 65535,
+            threads: 1,
             json: false,
             delta: true,
         })
@@ -1659,7 +1766,7 @@ mod tests {
         assert_eq!(h.progress.complete, Some(1));
         assert!(h.progress.done);
         assert_eq!(
-            *h.shared.updates.lock(),
+            h.shared.take_updates(),
             vec![(1, Duration::from_millis(250))]
         );
 
