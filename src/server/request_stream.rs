@@ -41,7 +41,10 @@ pub(crate) trait NodeRequest: Message + Default + Clone + Send + Sync + 'static 
     /// The field number of the repeated names decoded in place into a
     /// reused request ([`NodeRequest::names_mut`]).
     const NAMES_FIELD: u32;
+    /// The field number of `type_url`.
+    const TYPE_URL_FIELD: u32;
     fn node_slot(&mut self) -> &mut Option<Node>;
+    fn type_url(&self) -> &str;
     /// The names field.
     fn names_mut(&mut self) -> &mut Vec<String>;
 }
@@ -49,8 +52,12 @@ pub(crate) trait NodeRequest: Message + Default + Clone + Send + Sync + 'static 
 impl NodeRequest for DiscoveryRequest {
     const NODE_FIELD: u32 = 2;
     const NAMES_FIELD: u32 = 3;
+    const TYPE_URL_FIELD: u32 = 4;
     fn node_slot(&mut self) -> &mut Option<Node> {
         &mut self.node
+    }
+    fn type_url(&self) -> &str {
+        &self.type_url
     }
     fn names_mut(&mut self) -> &mut Vec<String> {
         &mut self.resource_names
@@ -60,8 +67,12 @@ impl NodeRequest for DiscoveryRequest {
 impl NodeRequest for DeltaDiscoveryRequest {
     const NODE_FIELD: u32 = 1;
     const NAMES_FIELD: u32 = 3;
+    const TYPE_URL_FIELD: u32 = 2;
     fn node_slot(&mut self) -> &mut Option<Node> {
         &mut self.node
+    }
+    fn type_url(&self) -> &str {
+        &self.type_url
     }
     fn names_mut(&mut self) -> &mut Vec<String> {
         &mut self.resource_names_subscribe
@@ -72,7 +83,7 @@ impl NodeRequest for DeltaDiscoveryRequest {
 /// later requests into.
 pub(crate) struct SparePool<R>(Vec<Arc<R>>);
 
-impl<R> SparePool<R> {
+impl<R: NodeRequest> SparePool<R> {
     /// More than the types a stream usually watches: one per answer of an
     /// update comes back before its ACK is decoded.
     const MAX: usize = 8;
@@ -84,8 +95,18 @@ impl<R> SparePool<R> {
         }
     }
 
-    fn take(&mut self) -> Option<Arc<R>> {
-        self.0.pop()
+    /// A spare for a request of `type_url`: preferably one of the same
+    /// type, whose names are most likely the new request's and whose
+    /// capacities fit it.
+    fn take(&mut self, type_url: Option<&[u8]>) -> Option<Arc<R>> {
+        let same = type_url.and_then(|url| {
+            let same = |spare: &Arc<R>| spare.type_url().as_bytes() == url;
+            self.0.iter().rposition(same)
+        });
+        match same {
+            Some(at) => Some(self.0.swap_remove(at)),
+            None => self.0.pop(),
+        }
     }
 }
 
@@ -198,7 +219,8 @@ impl<R: NodeRequest> RequestStream<R> {
     /// Decodes a request, into a spare one when there is one, leaving out
     /// a node equal to the last one.
     fn decode(&mut self, buf: Bytes) -> Result<Arc<R>, Status> {
-        let mut request = self.spares.take().unwrap_or_default();
+        let type_url = peek_field(&buf, R::TYPE_URL_FIELD);
+        let mut request = self.spares.take(type_url).unwrap_or_default();
         // A spare is unique (the pool takes no other), so this never copies.
         self.decode_into(buf, Arc::make_mut(&mut request))?;
         Ok(request)
@@ -259,6 +281,34 @@ impl<R: NodeRequest> RequestStream<R> {
         *request.names_mut() = names;
         Ok(())
     }
+}
+
+/// The content of the first length-delimited field `tag` in an encoded
+/// message, found without decoding the rest; `None` if it has none or is
+/// malformed (decoding then says why).
+fn peek_field(mut message: &[u8], tag: u32) -> Option<&[u8]> {
+    while !message.is_empty() {
+        let (field, wire_type) = decode_key(&mut message).ok()?;
+        let len = match wire_type {
+            WireType::Varint => {
+                decode_varint(&mut message).ok()?;
+                continue;
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => usize::try_from(decode_varint(&mut message).ok()?).ok()?,
+            WireType::StartGroup | WireType::EndGroup => return None,
+        };
+        if len > message.len() {
+            return None;
+        }
+        let (content, rest) = message.split_at(len);
+        if field == tag && wire_type == WireType::LengthDelimited {
+            return Some(content);
+        }
+        message = rest;
+    }
+    None
 }
 
 /// Splits off a length-delimited field's content.
@@ -497,6 +547,42 @@ mod tests {
         assert_eq!(*got, third);
         assert_ne!(Arc::as_ptr(&got), Arc::as_ptr(&kept));
         assert_eq!(*kept, second);
+    }
+
+    #[tokio::test]
+    async fn a_request_is_decoded_into_a_spare_of_its_own_type() {
+        let typed = |t: &str| DiscoveryRequest {
+            type_url: t.into(),
+            ..request("1", None)
+        };
+        let chunks = ["a", "b", "b"].map(|t| framed(&typed(t))).to_vec();
+        let mut s = stream(chunks, 1 << 20);
+        let a = s.next().await.unwrap().unwrap();
+        let b = s.next().await.unwrap().unwrap();
+        let (a_at, b_at) = (Arc::as_ptr(&a), Arc::as_ptr(&b));
+        // "a" is the newer spare, but the next request is of type "b".
+        s.spares().put(b);
+        s.spares().put(a);
+        let got = s.next().await.unwrap().unwrap();
+        assert_eq!(*got, typed("b"));
+        assert_eq!(Arc::as_ptr(&got), b_at);
+        assert_ne!(Arc::as_ptr(&got), a_at);
+    }
+
+    #[test]
+    fn peeking_a_field_skips_the_others_and_gives_up_on_garbage() {
+        let message = DiscoveryRequest {
+            version_info: "v".into(),
+            resource_names: vec!["x".into()],
+            type_url: "t".into(),
+            error_detail: Some(Default::default()),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(peek_field(&message, 4), Some(&b"t"[..]));
+        assert_eq!(peek_field(&message, 5), None);
+        assert_eq!(peek_field(&message[..message.len() - 1], 9), None);
+        assert_eq!(peek_field(&[0x22, 0x05, b't'], 4), None);
     }
 
     #[tokio::test]
