@@ -18,7 +18,6 @@
 //!   with ([`SparePool`]), its strings and names overwritten in place, so
 //!   an ACK costs no allocation and its predecessor no free.
 
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -126,11 +125,24 @@ pub(crate) struct RequestStream<R> {
     /// otherwise.
     pending: BytesMut,
     limit: usize,
+    decoder: Decoder<R>,
+    ended: bool,
+}
+
+/// Where [`RequestStream::next_message`] found a whole message (its length
+/// with the gRPC header).
+enum Whole {
+    /// At the start of `current`: decoded there, not copied.
+    InCurrent(usize),
+    /// Gathered in `pending`.
+    InPending,
+}
+
+/// What decoding a stream's requests keeps from one to the next.
+struct Decoder<R> {
     /// The encoded node of the last request that carried one.
     last_node: Option<Bytes>,
     spares: SparePool<R>,
-    ended: bool,
-    _request: PhantomData<fn() -> R>,
 }
 
 impl<R: NodeRequest> RequestStream<R> {
@@ -141,16 +153,17 @@ impl<R: NodeRequest> RequestStream<R> {
             current: Bytes::new(),
             pending: BytesMut::new(),
             limit,
-            last_node: None,
-            spares: SparePool::default(),
+            decoder: Decoder {
+                last_node: None,
+                spares: SparePool::default(),
+            },
             ended: false,
-            _request: PhantomData,
         }
     }
 
     /// Where requests the stream is done with go, to be decoded into again.
     pub(crate) fn spares(&mut self) -> &mut SparePool<R> {
-        &mut self.spares
+        &mut self.decoder.spares
     }
 
     /// The size of the gRPC message starting `bytes`, header included,
@@ -176,16 +189,38 @@ impl<R: NodeRequest> RequestStream<R> {
         Ok(Some(FRAME_HEADER + len))
     }
 
-    /// Takes the next whole message out of the received bytes, if there is
+    /// Decodes the next whole message of the received bytes, if there is
     /// one. Returns `None` only once `current` is used up.
-    fn next_message(&mut self) -> Result<Option<Bytes>, Status> {
+    fn decode_next(&mut self) -> Result<Option<Arc<R>>, Status> {
+        let request = match self.next_message()? {
+            None => return Ok(None),
+            Some(Whole::InCurrent(whole)) => {
+                let request = self.decoder.decode(&self.current[FRAME_HEADER..whole]);
+                self.current.advance(whole);
+                if self.current.is_empty() {
+                    // An empty view still holds the connection's buffer.
+                    self.current = Bytes::new();
+                }
+                request
+            }
+            Some(Whole::InPending) => {
+                let request = self.decoder.decode(&self.pending[FRAME_HEADER..]);
+                // The message's buffer goes with the message.
+                self.pending = BytesMut::new();
+                request
+            }
+        };
+        request.map(Some)
+    }
+
+    /// Finds the next whole message in the received bytes, gathering one
+    /// split across frames.
+    fn next_message(&mut self) -> Result<Option<Whole>, Status> {
         loop {
             if self.pending.is_empty() {
                 let whole = self.framed_len(&self.current)?;
                 if let Some(whole) = whole.filter(|whole| *whole <= self.current.len()) {
-                    let mut message = self.current.split_to(whole);
-                    message.advance(FRAME_HEADER);
-                    return Ok(Some(message));
+                    return Ok(Some(Whole::InCurrent(whole)));
                 }
                 if self.current.is_empty() {
                     return Ok(None);
@@ -207,26 +242,25 @@ impl<R: NodeRequest> RequestStream<R> {
                 return Ok(None);
             }
             if whole.is_some() {
-                // The message's buffer goes with the message.
-                let mut message = std::mem::take(&mut self.pending).freeze();
-                message.advance(FRAME_HEADER);
-                return Ok(Some(message));
+                return Ok(Some(Whole::InPending));
             }
             // The header just completed: loop to read the length.
         }
     }
+}
 
+impl<R: NodeRequest> Decoder<R> {
     /// Decodes a request, into a spare one when there is one, leaving out
     /// a node equal to the last one.
-    fn decode(&mut self, buf: Bytes) -> Result<Arc<R>, Status> {
-        let type_url = peek_field(&buf, R::TYPE_URL_FIELD);
+    fn decode(&mut self, buf: &[u8]) -> Result<Arc<R>, Status> {
+        let type_url = peek_field(buf, R::TYPE_URL_FIELD);
         let mut request = self.spares.take(type_url).unwrap_or_default();
         // A spare is unique (the pool takes no other), so this never copies.
         self.decode_into(buf, Arc::make_mut(&mut request))?;
         Ok(request)
     }
 
-    fn decode_into(&mut self, mut buf: Bytes, request: &mut R) -> Result<(), Status> {
+    fn decode_into(&mut self, mut buf: &[u8], request: &mut R) -> Result<(), Status> {
         let invalid = |e: prost::DecodeError| Status::internal(format!("invalid request: {e}"));
         // Strings keep their buffers through `clear`; the names are set
         // aside first, so that each one is overwritten, not dropped.
@@ -239,7 +273,7 @@ impl<R: NodeRequest> RequestStream<R> {
             let delimited = wire_type == WireType::LengthDelimited;
             if tag == R::NAMES_FIELD && delimited {
                 let raw = length_delimited(&mut buf)?;
-                let name = std::str::from_utf8(&raw).map_err(|_| {
+                let name = std::str::from_utf8(raw).map_err(|_| {
                     Status::internal("invalid request: a resource name is not valid UTF-8")
                 })?;
                 match names.get_mut(names_used) {
@@ -260,15 +294,14 @@ impl<R: NodeRequest> RequestStream<R> {
             }
             let raw = length_delimited(&mut buf)?;
             nodes += 1;
-            if nodes == 1 && self.last_node.as_ref() == Some(&raw) {
+            if nodes == 1 && self.last_node.as_deref() == Some(raw) {
                 continue;
             }
             // A repeated node field merges into the first, as protobuf says.
             let slot = request.node_slot();
             let node = slot.get_or_insert_with(Node::default);
-            node.merge(raw.clone()).map_err(invalid)?;
-            // Copied: the request's bytes may be the connection's buffer.
-            self.last_node = (nodes == 1).then(|| Bytes::copy_from_slice(&raw));
+            node.merge(raw).map_err(invalid)?;
+            self.last_node = (nodes == 1).then(|| Bytes::copy_from_slice(raw));
         }
         if nodes > 1 {
             self.last_node = None;
@@ -312,13 +345,15 @@ fn peek_field(mut message: &[u8], tag: u32) -> Option<&[u8]> {
 }
 
 /// Splits off a length-delimited field's content.
-fn length_delimited(buf: &mut Bytes) -> Result<Bytes, Status> {
+fn length_delimited<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], Status> {
     let len = decode_varint(buf).map_err(|e| Status::internal(format!("invalid request: {e}")))?;
     let len = usize::try_from(len)
         .ok()
         .filter(|len| *len <= buf.remaining())
         .ok_or_else(|| Status::internal("invalid request: a field overruns the message"))?;
-    Ok(buf.split_to(len))
+    let (content, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(content)
 }
 
 impl<R: NodeRequest> Stream for RequestStream<R> {
@@ -327,8 +362,8 @@ impl<R: NodeRequest> Stream for RequestStream<R> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            match this.next_message() {
-                Ok(Some(message)) => return Poll::Ready(Some(this.decode(message))),
+            match this.decode_next() {
+                Ok(Some(request)) => return Poll::Ready(Some(Ok(request))),
                 Ok(None) => {}
                 Err(status) => {
                     this.ended = true;
