@@ -1,5 +1,7 @@
 //! How a request's node is turned into the key its snapshot is stored under.
 
+use std::borrow::Cow;
+
 use envoy_types::pb::envoy::config::core::v3::Node;
 
 /// Maps the node of a request to a cache key.
@@ -22,6 +24,14 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 pub trait NodeHash: Send + Sync + 'static {
     /// The key for this node (`None` when the request carries no node).
     fn id(&self, node: Option<&Node>) -> String;
+
+    /// The same key, borrowed where it can be: caches look the node up on
+    /// every request (each ACK), and a key that is a field of the node or
+    /// of the hash needs no copy. Defaults to [`NodeHash::id`]; override it
+    /// to return the same key without allocating.
+    fn id_of<'a>(&'a self, node: Option<&'a Node>) -> Cow<'a, str> {
+        Cow::Owned(self.id(node))
+    }
 }
 
 /// Keys nodes by `node.id`, the default.
@@ -30,7 +40,11 @@ pub struct IdHash;
 
 impl NodeHash for IdHash {
     fn id(&self, node: Option<&Node>) -> String {
-        node.map(|n| n.id.clone()).unwrap_or_default()
+        self.id_of(node).into_owned()
+    }
+
+    fn id_of<'a>(&'a self, node: Option<&'a Node>) -> Cow<'a, str> {
+        Cow::Borrowed(node.map_or("", |n| n.id.as_str()))
     }
 }
 
@@ -90,9 +104,13 @@ impl Default for ClusterHash {
 
 impl NodeHash for ClusterHash {
     fn id(&self, node: Option<&Node>) -> String {
+        self.id_of(node).into_owned()
+    }
+
+    fn id_of<'a>(&'a self, node: Option<&'a Node>) -> Cow<'a, str> {
         match node {
-            Some(node) if !node.cluster.is_empty() => node.cluster.clone(),
-            _ => self.fallback.clone(),
+            Some(node) if !node.cluster.is_empty() => Cow::Borrowed(&node.cluster),
+            _ => Cow::Borrowed(&self.fallback),
         }
     }
 }
@@ -121,6 +139,10 @@ mod tests {
         assert_eq!(IdHash.id(None), "");
         let by_cluster = |n: Option<&Node>| n.map(|n| n.cluster.clone()).unwrap_or_default();
         assert_eq!(by_cluster.id(Some(&node)), "c");
+        // The same keys, borrowed where the hash can, owned by default.
+        assert!(matches!(IdHash.id_of(Some(&node)), Cow::Borrowed("n1")));
+        assert!(matches!(IdHash.id_of(None), Cow::Borrowed("")));
+        assert!(matches!(by_cluster.id_of(Some(&node)), Cow::Owned(key) if key == "c"));
     }
 
     #[test]
@@ -142,5 +164,9 @@ mod tests {
         assert_eq!(custom.id(Some(&node("a", ""))), "lobby");
         assert_eq!(custom.id(None), "lobby");
         assert_eq!(custom.id(Some(&node("a", "blue"))), "blue");
+        for n in [Some(node("a", "blue")), Some(node("a", "")), None] {
+            let key = custom.id_of(n.as_ref());
+            assert!(matches!(key, Cow::Borrowed(_)) && key == custom.id(n.as_ref()));
+        }
     }
 }

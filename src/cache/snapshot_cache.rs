@@ -1,8 +1,9 @@
 //! `SnapshotCache`: one snapshot per node key, answering the watches of that
 //! node's streams.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
@@ -50,7 +51,6 @@ struct Inner<H> {
     // Lock order: `nodes`, then one node's state. A node's lock is held only
     // to evaluate and take watches; answers are delivered after it is released.
     nodes: RwLock<HashMap<String, Arc<NodeEntry<H>>, ahash::RandomState>>,
-    next_watch_id: AtomicU64,
     evict_idle_nodes: AtomicBool,
 }
 
@@ -66,7 +66,7 @@ impl<H: NodeHash> CancelWatch for NodeEntry<H> {
     fn cancel_watch(&self, watch_id: u64) {
         let idle = {
             let mut state = self.state.lock();
-            // Ids are unique across SotW and delta watches.
+            // A node's watch ids are unique across SotW and delta.
             if state.watches.remove(&watch_id).is_none() {
                 state.delta_watches.remove(&watch_id);
             }
@@ -97,6 +97,9 @@ struct NodeState {
     delta_watches: HashMap<u64, DeltaWatch, ahash::RandomState>,
     node: Option<Arc<Node>>,
     last_watch_request: Option<SystemTime>,
+    /// The id of the node's latest watch: numbered per node, so opening a
+    /// watch touches nothing shared with other nodes' streams.
+    last_watch_id: u64,
 }
 
 /// A held watch, with its type as known when it was opened: answering it
@@ -211,7 +214,6 @@ impl<H: NodeHash> SnapshotCache<H> {
                 ads,
                 hash,
                 nodes: RwLock::new(HashMap::default()),
-                next_watch_id: AtomicU64::new(1),
                 evict_idle_nodes: AtomicBool::new(true),
             }),
         }
@@ -336,8 +338,11 @@ impl<H: NodeHash> SnapshotCache<H> {
             ResponseSink<R>,
         ) -> Option<(ResponseSink<R>, R)>,
     ) -> WatchHandle {
-        let watch_id = self.inner.next_watch_id.fetch_add(1, Ordering::Relaxed);
-        let (answered, entry) = self.with_node(key, |state| answer_or_store(state, watch_id, sink));
+        let ((answered, watch_id), entry) = self.with_node(key, |state| {
+            state.last_watch_id += 1;
+            let watch_id = state.last_watch_id;
+            (answer_or_store(state, watch_id, sink), watch_id)
+        });
         match answered {
             Some((sink, response)) => {
                 sink.send(response);
@@ -346,6 +351,20 @@ impl<H: NodeHash> SnapshotCache<H> {
             // Cancelling goes straight to the node's state: no map lookup
             // and no allocation per watch, of which every ACK opens one.
             None => WatchHandle::by_id(entry, watch_id),
+        }
+    }
+
+    /// The key of a watch's node: borrowed from the stream's node (kept
+    /// apart from the request, which the watch then takes), else that of
+    /// the node the request carries.
+    fn key_of<'a>(
+        &'a self,
+        stream_node: Option<&'a Node>,
+        request_node: Option<&Node>,
+    ) -> Cow<'a, str> {
+        match stream_node {
+            Some(node) => self.inner.hash.id_of(Some(node)),
+            None => Cow::Owned(self.inner.hash.id(request_node)),
         }
     }
 
@@ -392,7 +411,8 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
         sink: ResponseSink<SotwResponse>,
     ) -> Result<WatchHandle, CacheError> {
         let ads = self.inner.ads;
-        let key = self.inner.hash.id(request.node());
+        let stream_node = request.node.clone();
+        let key = self.key_of(stream_node.as_deref(), request.request.node.as_ref());
         let kind = ResourceType::from_type_url(request.type_url());
         Ok(self.open_watch(&key, sink, |state, watch_id, sink| {
             state.touch(request.node.as_ref(), request.request.node.as_ref());
@@ -421,7 +441,8 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
         request: DeltaWatchRequest,
         sink: ResponseSink<DeltaResponse>,
     ) -> Result<WatchHandle, CacheError> {
-        let key = self.inner.hash.id(request.node());
+        let stream_node = request.node.clone();
+        let key = self.key_of(stream_node.as_deref(), request.request.node.as_ref());
         let kind = ResourceType::from_type_url(request.type_url());
         Ok(self.open_watch(&key, sink, |state, watch_id, sink| {
             state.touch(request.node.as_ref(), request.request.node.as_ref());
