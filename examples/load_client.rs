@@ -243,7 +243,9 @@ struct Initial {
 struct Shared {
     config: Config,
     stop: CancellationToken,
-    connect_slots: Semaphore,
+    /// Connects in flight, per client thread: one shared queue would let
+    /// the thread that queued first make every early connect alone.
+    connect_slots: Vec<Semaphore>,
     initial: Mutex<Vec<Initial>>,
     /// What the clients of each thread counted, apart from other threads'.
     tallies: Vec<Tally>,
@@ -275,7 +277,9 @@ struct Tally {
 impl Shared {
     fn new(config: Config) -> Shared {
         Shared {
-            connect_slots: Semaphore::new(config.connect_concurrency),
+            connect_slots: (0..config.threads)
+                .map(|_| Semaphore::new(config.connect_concurrency.div_ceil(config.threads)))
+                .collect(),
             stop: CancellationToken::new(),
             initial: Mutex::new(Vec::new()),
             tallies: (0..config.threads).map(|_| Tally::default()).collect(),
@@ -1072,7 +1076,8 @@ async fn run_client<P: Protocol>(index: usize, shared: Arc<Shared>) {
 
 /// Connects and serves the stream until it ends.
 async fn client_session<P: Protocol>(index: usize, shared: &Shared) -> End {
-    let Ok(permit) = shared.connect_slots.acquire().await else {
+    let slots = &shared.connect_slots[index % shared.connect_slots.len()];
+    let Ok(permit) = slots.acquire().await else {
         return End::ConnectFailed("connect slots closed".into());
     };
     let mut progress = Progress::new(index);
