@@ -47,15 +47,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use prost::Message;
-use tokio::sync::{mpsc, Semaphore};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::Endpoint;
 use xds_control_plane::envoy_types::pb::envoy::config::core::v3::Node;
 use xds_control_plane::envoy_types::pb::envoy::config::listener::v3::Listener;
 use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
@@ -961,18 +957,13 @@ impl Protocol for Delta {
 // ---------------------------------------------------------------------------
 // The connection and stream, for either protocol.
 
-async fn connect(shared: &Shared) -> Result<tonic::transport::Channel, String> {
-    let config = &shared.config;
-    let endpoint = Endpoint::from_shared(format!("http://{}", config.server))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .initial_stream_window_size(config.h2_window)
-        .initial_connection_window_size(config.h2_window);
+/// Opens the client's HTTP/2 connection, retrying a few times; h2's
+/// connection task runs on the client's thread.
+async fn connect(shared: &Shared) -> Result<h2::client::SendRequest<Bytes>, String> {
     let mut attempt = 0;
     loop {
-        match endpoint.connect().await {
-            Ok(channel) => return Ok(channel),
+        match try_connect(&shared.config).await {
+            Ok(connection) => return Ok(connection),
             Err(_) if attempt < 5 => {
                 attempt += 1;
                 shared.connect_retries.fetch_add(1, Ordering::Relaxed);
@@ -980,6 +971,126 @@ async fn connect(shared: &Shared) -> Result<tonic::transport::Channel, String> {
             }
             Err(e) => return Err(format!("connect: {e}")),
         }
+    }
+}
+
+async fn try_connect(config: &Config) -> Result<h2::client::SendRequest<Bytes>, String> {
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(config.server),
+    )
+    .await
+    .map_err(|_| "timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (send_request, connection) = h2::client::Builder::new()
+        .initial_window_size(config.h2_window)
+        .initial_connection_window_size(config.h2_window)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(send_request)
+}
+
+/// Opens the ADS stream: the request headers, then `first` (the opening
+/// requests), then waits for the response headers.
+async fn open_stream<P: Protocol>(
+    shared: &Shared,
+    first: Vec<P::Request>,
+) -> Result<(h2::SendStream<Bytes>, h2::RecvStream), String> {
+    let connection = connect(shared).await?;
+    let mut ready = connection.ready().await.map_err(|e| e.to_string())?;
+    let request = http::Request::post(format!("http://{}{}", shared.config.server, P::PATH))
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .body(())
+        .map_err(|e| e.to_string())?;
+    let (response, mut send) = ready
+        .send_request(request, false)
+        .map_err(|e| e.to_string())?;
+    for request in &first {
+        send_message(&mut send, request)?;
+    }
+    let response = response.await.map_err(|e| e.to_string())?;
+    if response.status() != http::StatusCode::OK {
+        return Err(format!("HTTP status {}", response.status()));
+    }
+    // A stream refused at once answers with its status in the headers.
+    if let Some(status) = grpc_status(response.headers()).filter(|s| s.0 != "0") {
+        return Err(format!("grpc-status {}: {}", status.0, status.1));
+    }
+    Ok((send, response.into_body()))
+}
+
+/// A request as one gRPC message, sent on the stream.
+fn send_message<M: Message>(send: &mut h2::SendStream<Bytes>, message: &M) -> Result<(), String> {
+    let len = message.encoded_len();
+    let mut buf = BytesMut::with_capacity(GRPC_HEADER + len);
+    buf.put_u8(0);
+    buf.put_u32(u32::try_from(len).map_err(|_| "request too large".to_string())?);
+    message.encode(&mut buf).map_err(|e| e.to_string())?;
+    send.send_data(buf.freeze(), false)
+        .map_err(|e| e.to_string())
+}
+
+/// `grpc-status` and `grpc-message` of headers or trailers.
+fn grpc_status(headers: &http::HeaderMap) -> Option<(String, String)> {
+    let text = |name| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    Some((
+        text("grpc-status")?,
+        text("grpc-message").unwrap_or_default(),
+    ))
+}
+
+/// The gRPC message header: a compression flag and a 4-byte length.
+const GRPC_HEADER: usize = 5;
+
+/// Cuts the whole gRPC messages out of received data frames: straight
+/// out of a frame when one holds them whole, else gathered.
+#[derive(Default)]
+struct Messages {
+    pending: BytesMut,
+}
+
+impl Messages {
+    /// Adds a data frame; returns the messages it completes.
+    fn push(&mut self, mut chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), String> {
+        if !self.pending.is_empty() {
+            self.pending.extend_from_slice(&chunk);
+            chunk = std::mem::take(&mut self.pending).freeze();
+        }
+        while let Some(whole) = Self::whole_len(&chunk)? {
+            if whole > chunk.len() {
+                break;
+            }
+            let mut message = chunk.split_to(whole);
+            message.advance(GRPC_HEADER);
+            out.push(message);
+        }
+        if !chunk.is_empty() {
+            self.pending.extend_from_slice(&chunk);
+        }
+        Ok(())
+    }
+
+    /// The length of the message starting `bytes`, header included, once
+    /// its header is there.
+    fn whole_len(bytes: &[u8]) -> Result<Option<usize>, String> {
+        if bytes.len() < GRPC_HEADER {
+            return Ok(None);
+        }
+        if bytes[0] != 0 {
+            return Err("compressed response".into());
+        }
+        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        Ok(Some(GRPC_HEADER + len))
     }
 }
 
@@ -1087,49 +1198,44 @@ async fn client_session<P: Protocol>(index: usize, shared: &Shared) -> End {
         user_agent_name: "xds-load-client".into(),
         ..Default::default()
     });
-    let channel = match connect(shared).await {
-        Ok(channel) => channel,
-        Err(e) => return End::ConnectFailed(e),
-    };
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(1 << 30);
-    if let Err(e) = grpc.ready().await {
-        return End::ConnectFailed(format!("channel not ready: {e}"));
-    }
-    // Boxed: the channel allocates its slots 32 at a time, which for the
-    // requests themselves would be tens of KiB per client, touched anew
-    // as the slots fill.
-    let (tx, rx) = mpsc::channel::<Box<P::Request>>(16);
-    // The channel has room for the opening requests.
-    for request in client.start() {
-        let _ = tx.try_send(Box::new(request));
-    }
-    let codec = tonic_prost::ProstCodec::<P::Request, P::Response>::default();
-    let response = grpc
-        .streaming(
-            tonic::Request::new(ReceiverStream::new(rx).map(|request| *request)),
-            PathAndQuery::from_static(P::PATH),
-            codec,
-        )
-        .await;
-    let mut stream = match response {
-        Ok(response) => response.into_inner(),
-        Err(status) => return End::ConnectFailed(format!("open stream: {status}")),
+    let (mut send, mut recv) = match open_stream::<P>(shared, client.start()).await {
+        Ok(stream) => stream,
+        Err(e) => return End::ConnectFailed(format!("open stream: {e}")),
     };
     drop(permit);
-    let ended = loop {
-        match stream.message().await {
-            Ok(Some(response)) => {
-                let now = SystemTime::now();
-                let mut sent = true;
-                for request in on_response(&mut client, response, now, &mut progress, shared) {
-                    sent = sent && tx.send(Box::new(request)).await.is_ok();
-                }
-                if !sent {
-                    break "request stream closed".to_string();
+    let mut messages = Messages::default();
+    let mut whole = Vec::new();
+    let ended = 'stream: loop {
+        let chunk = match recv.data().await {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(e)) => break format!("stream failed: {e}"),
+            None => {
+                break match recv.trailers().await {
+                    Ok(trailers) => match trailers.as_ref().and_then(grpc_status) {
+                        Some((code, message)) if code != "0" => {
+                            format!("stream failed: grpc-status {code}: {message}")
+                        }
+                        _ => "stream ended by the server".into(),
+                    },
+                    Err(e) => format!("stream failed: {e}"),
+                };
+            }
+        };
+        let _ = recv.flow_control().release_capacity(chunk.len());
+        if let Err(e) = messages.push(chunk, &mut whole) {
+            break format!("stream failed: {e}");
+        }
+        for message in whole.drain(..) {
+            let response = match P::Response::decode(message) {
+                Ok(response) => response,
+                Err(e) => break 'stream format!("stream failed: undecodable response: {e}"),
+            };
+            let now = SystemTime::now();
+            for request in on_response(&mut client, response, now, &mut progress, shared) {
+                if let Err(e) = send_message(&mut send, &request) {
+                    break 'stream format!("request stream closed: {e}");
                 }
             }
-            Ok(None) => break "stream ended by the server".into(),
-            Err(status) => break format!("stream failed: {status}"),
         }
     };
     if progress.done {
@@ -1585,6 +1691,33 @@ mod w1;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_cut_from_frames_and_gathered_across_them() {
+        let framed = |body: &[u8]| {
+            let mut m = vec![0, 0, 0, 0, body.len() as u8];
+            m.extend_from_slice(body);
+            m
+        };
+        let mut bytes = framed(b"one");
+        bytes.extend(framed(b""));
+        bytes.extend(framed(b"three"));
+        for cut in 1..bytes.len() {
+            let mut messages = Messages::default();
+            let mut out = Vec::new();
+            messages
+                .push(Bytes::copy_from_slice(&bytes[..cut]), &mut out)
+                .unwrap();
+            messages
+                .push(Bytes::copy_from_slice(&bytes[cut..]), &mut out)
+                .unwrap();
+            assert_eq!(out, [&b"one"[..], b"", b"three"], "cut at {cut}");
+            assert!(messages.pending.is_empty());
+        }
+        let mut out = Vec::new();
+        let compressed = Bytes::from_static(&[1, 0, 0, 0, 0]);
+        assert!(Messages::default().push(compressed, &mut out).is_err());
+    }
 
     fn shared(expect_updates: u64) -> Shared {
         Shared::new(Config {
