@@ -1060,24 +1060,46 @@ struct Messages {
 }
 
 impl Messages {
-    /// Adds a data frame; returns the messages it completes.
+    /// Adds a data frame; returns the messages it completes. A message
+    /// split across frames is gathered into a buffer sized once, from its
+    /// header: large responses come in many frames.
     fn push(&mut self, mut chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), String> {
-        if !self.pending.is_empty() {
-            self.pending.extend_from_slice(&chunk);
-            chunk = std::mem::take(&mut self.pending).freeze();
-        }
-        while let Some(whole) = Self::whole_len(&chunk)? {
-            if whole > chunk.len() {
-                break;
+        loop {
+            if self.pending.is_empty() {
+                let whole = Self::whole_len(&chunk)?;
+                if let Some(whole) = whole.filter(|whole| *whole <= chunk.len()) {
+                    let mut message = chunk.split_to(whole);
+                    message.advance(GRPC_HEADER);
+                    out.push(message);
+                    continue;
+                }
+                if chunk.is_empty() {
+                    return Ok(());
+                }
+                self.pending.reserve(whole.unwrap_or(GRPC_HEADER));
             }
-            let mut message = chunk.split_to(whole);
-            message.advance(GRPC_HEADER);
-            out.push(message);
+            let whole = Self::whole_len(&self.pending)?;
+            let goal = whole.unwrap_or(GRPC_HEADER);
+            let take = (goal - self.pending.len()).min(chunk.len());
+            self.pending.extend_from_slice(&chunk[..take]);
+            chunk.advance(take);
+            if self.pending.len() < goal {
+                // The frame is used up.
+                return Ok(());
+            }
+            match whole {
+                Some(_) => {
+                    let mut message = std::mem::take(&mut self.pending).freeze();
+                    message.advance(GRPC_HEADER);
+                    out.push(message);
+                }
+                // The header just completed: make room for the body once.
+                None => {
+                    let whole = Self::whole_len(&self.pending)?.unwrap_or(GRPC_HEADER);
+                    self.pending.reserve(whole - GRPC_HEADER);
+                }
+            }
         }
-        if !chunk.is_empty() {
-            self.pending.extend_from_slice(&chunk);
-        }
-        Ok(())
     }
 
     /// The length of the message starting `bytes`, header included, once
@@ -1714,6 +1736,15 @@ mod tests {
             assert_eq!(out, [&b"one"[..], b"", b"three"], "cut at {cut}");
             assert!(messages.pending.is_empty());
         }
+        // A message in many small frames.
+        let mut messages = Messages::default();
+        let mut out = Vec::new();
+        for byte in framed(b"spread out") {
+            messages
+                .push(Bytes::copy_from_slice(&[byte]), &mut out)
+                .unwrap();
+        }
+        assert_eq!(out, [&b"spread out"[..]]);
         let mut out = Vec::new();
         let compressed = Bytes::from_static(&[1, 0, 0, 0, 0]);
         assert!(Messages::default().push(compressed, &mut out).is_err());
