@@ -13,13 +13,9 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::callbacks::{Nack, SentDeltaResponse};
-use super::client_status::StreamStatus;
-use super::request_stream::SparePool;
 use super::stream::{Answer, Protocol, StreamContext, StreamCore, TypeKey};
 use super::wire::{self, WireMessage};
-use crate::cache::{
-    DeltaResponse, DeltaWatchRequest, ResponseQueue, ReturnedResources, Subscription,
-};
+use crate::cache::{DeltaResponse, DeltaWatchRequest, ReturnedResources, Subscription};
 use crate::metrics;
 
 pub(crate) struct DeltaStream {
@@ -67,8 +63,12 @@ impl Protocol for DeltaStream {
     type Answer = DeltaResponse;
     const KIND: metrics::StreamKind = metrics::StreamKind::Delta;
 
-    fn queue(&self) -> Arc<ResponseQueue<DeltaResponse>> {
-        Arc::clone(&self.core.queue)
+    fn core(&self) -> &StreamCore<DeltaResponse> {
+        &self.core
+    }
+
+    fn core_mut(&mut self) -> &mut StreamCore<DeltaResponse> {
+        &mut self.core
     }
 
     fn handle_request(&mut self, mut shared: Arc<DeltaDiscoveryRequest>) -> Result<(), Status> {
@@ -140,17 +140,6 @@ impl Protocol for DeltaStream {
             .map_err(Status::from)?;
         state.watch = Some(handle);
         Ok(())
-    }
-
-    fn take_ready(
-        &mut self,
-        spares: &mut SparePool<DeltaDiscoveryRequest>,
-    ) -> Result<Vec<WireMessage>, Status> {
-        self.core.take_ready(spares)
-    }
-
-    fn status(&self) -> StreamStatus {
-        self.core.status(Self::KIND == metrics::StreamKind::Delta)
     }
 
     fn close(&mut self) {

@@ -11,11 +11,9 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
 use super::callbacks::{Nack, SentResponse};
-use super::client_status::StreamStatus;
-use super::request_stream::SparePool;
 use super::stream::{Answer, Protocol, StreamContext, StreamCore, TypeKey};
 use super::wire::{self, WireMessage};
-use crate::cache::{ResponseQueue, ReturnedResources, SotwResponse, Subscription, WatchRequest};
+use crate::cache::{ReturnedResources, SotwResponse, Subscription, WatchRequest};
 use crate::metrics;
 
 pub(crate) struct SotwStream {
@@ -56,8 +54,12 @@ impl Protocol for SotwStream {
     type Answer = SotwResponse;
     const KIND: metrics::StreamKind = metrics::StreamKind::Sotw;
 
-    fn queue(&self) -> Arc<ResponseQueue<SotwResponse>> {
-        Arc::clone(&self.core.queue)
+    fn core(&self) -> &StreamCore<SotwResponse> {
+        &self.core
+    }
+
+    fn core_mut(&mut self) -> &mut StreamCore<SotwResponse> {
+        &mut self.core
     }
 
     fn handle_request(&mut self, mut shared: Arc<DiscoveryRequest>) -> Result<(), Status> {
@@ -130,17 +132,6 @@ impl Protocol for SotwStream {
             .map_err(Status::from)?;
         state.watch = Some(handle);
         Ok(())
-    }
-
-    fn take_ready(
-        &mut self,
-        spares: &mut SparePool<DiscoveryRequest>,
-    ) -> Result<Vec<WireMessage>, Status> {
-        self.core.take_ready(spares)
-    }
-
-    fn status(&self) -> StreamStatus {
-        self.core.status(Self::KIND == metrics::StreamKind::Delta)
     }
 
     fn close(&mut self) {

@@ -16,21 +16,30 @@ use crate::cache::{ResponseQueue, ReturnedResources, Subscription, WatchHandle};
 use crate::metrics;
 use crate::resource::ResourceType;
 
-/// One flavour of the xDS protocol on one stream.
+/// One flavour of the xDS protocol on one stream: what differs between
+/// state of the world and delta. The rest is their shared [`StreamCore`].
 pub(crate) trait Protocol: Send + 'static {
     /// A client request.
     type Request: NodeRequest;
     /// What the cache answers watches with.
-    type Answer: Send + 'static;
+    type Answer: Answer<Request = Self::Request> + Send + 'static;
     /// State of the world or delta, for metrics and tracing.
     const KIND: metrics::StreamKind;
 
-    /// The queue the cache answers this stream's watches through.
-    fn queue(&self) -> Arc<ResponseQueue<Self::Answer>>;
+    fn core(&self) -> &StreamCore<Self::Answer>;
+    fn core_mut(&mut self) -> &mut StreamCore<Self::Answer>;
 
     /// Applies a request (not shared yet): may open or replace a watch. An
     /// error ends the stream with that status.
     fn handle_request(&mut self, request: Arc<Self::Request>) -> Result<(), Status>;
+
+    /// Cancels every watch and reports the stream closed.
+    fn close(&mut self);
+
+    /// The queue the cache answers this stream's watches through.
+    fn queue(&self) -> Arc<ResponseQueue<Self::Answer>> {
+        Arc::clone(&self.core().queue)
+    }
 
     /// Turns the pending answers into messages, in order, each encoded as
     /// one gRPC message ready for the wire, recording them as sent; the
@@ -39,13 +48,14 @@ pub(crate) trait Protocol: Send + 'static {
     fn take_ready(
         &mut self,
         spares: &mut SparePool<Self::Request>,
-    ) -> Result<Vec<WireMessage>, Status>;
-
-    /// Cancels every watch and reports the stream closed.
-    fn close(&mut self);
+    ) -> Result<Vec<WireMessage>, Status> {
+        self.core_mut().take_ready(spares)
+    }
 
     /// What the stream sent, and what its client acked and rejected.
-    fn status(&self) -> StreamStatus;
+    fn status(&self) -> StreamStatus {
+        self.core().status(Self::KIND == metrics::StreamKind::Delta)
+    }
 }
 
 /// What every protocol keeps about its stream.
