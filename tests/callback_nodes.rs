@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use common::*;
 use parking_lot::Mutex;
-use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DiscoveryRequest,
 };
@@ -83,9 +82,7 @@ async fn callbacks_see_the_node_of_the_first_request_throughout() {
     let served = serve(&server).await;
 
     // State of the world: only the first request names the node.
-    let mut client = AggregatedDiscoveryServiceClient::new(served.channel().await);
-    let mut ads =
-        XdsStream::open(|r| async move { client.stream_aggregated_resources(r).await }).await;
+    let mut ads = served.ads().await;
     ads.send(request("n1", CLUSTER, "", "", &[])).await;
     let clusters = ads.recv().await;
     ads.send(without_node(request("n1", ENDPOINT, "", "", &["a"])))
@@ -109,9 +106,7 @@ async fn callbacks_see_the_node_of_the_first_request_throughout() {
     ads.recv().await;
 
     // Delta, the same way.
-    let mut client = AggregatedDiscoveryServiceClient::new(served.channel().await);
-    let mut delta =
-        DeltaStream::open(|r| async move { client.delta_aggregated_resources(r).await }).await;
+    let mut delta = served.delta_ads().await;
     delta.send(delta_request("n1", CLUSTER, &["*"], &[])).await;
     let first = delta.recv().await;
     let mut ack = delta_request("n1", CLUSTER, &[], &[]);

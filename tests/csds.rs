@@ -75,15 +75,11 @@ impl Csds {
     }
 
     async fn ads(&self) -> XdsStream {
-        let mut client =
-            xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient::new(self.channel().await);
-        XdsStream::open(|r| async move { client.stream_aggregated_resources(r).await }).await
+        XdsStream::ads(self.channel().await).await
     }
 
     async fn delta_ads(&self) -> DeltaStream {
-        let mut client =
-            xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient::new(self.channel().await);
-        DeltaStream::open(|r| async move { client.delta_aggregated_resources(r).await }).await
+        DeltaStream::ads(self.channel().await).await
     }
 
     async fn eds(&self) -> XdsStream {

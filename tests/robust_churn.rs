@@ -28,7 +28,6 @@ use futures::StreamExt;
 use tonic::transport::Channel;
 use tonic::Code;
 use xds_control_plane::envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
-use xds_control_plane::envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use xds_control_plane::envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_client::EndpointDiscoveryServiceClient;
 use xds_control_plane::resource::type_url::{CLUSTER, ENDPOINT};
 use xds_control_plane::{IdHash, Server, SnapshotCache};
@@ -96,10 +95,7 @@ async fn open_stream(channel: Channel, i: usize) -> Open {
     let eds = (i / 8) % 2 == 1;
     match i % 4 {
         0 => {
-            let mut client = AggregatedDiscoveryServiceClient::new(channel);
-            let mut s =
-                XdsStream::open(|r| async move { client.stream_aggregated_resources(r).await })
-                    .await;
+            let mut s = XdsStream::ads(channel).await;
             s.send(request(&node, CLUSTER, "", "", &[])).await;
             s.send(request(&node, ENDPOINT, "", "", &["e0"])).await;
             if served {
@@ -112,10 +108,7 @@ async fn open_stream(channel: Channel, i: usize) -> Open {
             Open::Sotw(s)
         }
         1 => {
-            let mut client = AggregatedDiscoveryServiceClient::new(channel);
-            let mut s =
-                DeltaStream::open(|r| async move { client.delta_aggregated_resources(r).await })
-                    .await;
+            let mut s = DeltaStream::ads(channel).await;
             s.send(delta_request(&node, CLUSTER, &[], &[])).await;
             s.send(delta_request(&node, ENDPOINT, &["e0"], &[])).await;
             if served {

@@ -83,11 +83,8 @@ async fn open(channel: Channel, i: usize) -> Open {
     let served = node == "served";
     match i % 4 {
         0 | 1 => {
-            let mut client = AggregatedDiscoveryServiceClient::new(channel);
             if i.is_multiple_of(4) {
-                let mut s =
-                    XdsStream::open(|r| async move { client.stream_aggregated_resources(r).await })
-                        .await;
+                let mut s = XdsStream::ads(channel).await;
                 s.send(request(node, CLUSTER, "", "", &[])).await;
                 if served {
                     let r = s.recv().await;
@@ -95,11 +92,7 @@ async fn open(channel: Channel, i: usize) -> Open {
                 }
                 Open::Sotw(s)
             } else {
-                let mut s =
-                    DeltaStream::open(
-                        |r| async move { client.delta_aggregated_resources(r).await },
-                    )
-                    .await;
+                let mut s = DeltaStream::ads(channel).await;
                 s.send(delta_request(node, CLUSTER, &[], &[])).await;
                 if served {
                     let r = s.recv().await;
@@ -350,9 +343,7 @@ fn shutdown_from_a_close_callback_does_not_deadlock() {
         let server = Server::new(cache.clone(), Arc::clone(&callbacks));
         let _ = callbacks.server.set(server.clone());
         let served = serve(&server).await;
-        let mut client = AggregatedDiscoveryServiceClient::new(served.channel().await);
-        let mut ads =
-            XdsStream::open(|r| async move { client.stream_aggregated_resources(r).await }).await;
+        let mut ads = served.ads().await;
         ads.send(request("n1", CLUSTER, "", "", &[])).await;
         let response = ads.recv().await;
         ads.ack("n1", &response, &[]).await;

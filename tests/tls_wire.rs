@@ -88,11 +88,8 @@ async fn mutual_tls_serves_clients_with_a_certificate() {
     let channel = connect(addr, Some(client_tls(&certs, true))).await.unwrap();
     assert_eq!(fetch_clusters(channel).await.unwrap(), ["a"]);
     // XdsStream works over TLS channels like any other.
-    let mut client = AggregatedDiscoveryServiceClient::new(
-        connect(addr, Some(client_tls(&certs, true))).await.unwrap(),
-    );
-    let mut ads =
-        XdsStream::open(|r| async move { client.stream_aggregated_resources(r).await }).await;
+    let channel = connect(addr, Some(client_tls(&certs, true))).await.unwrap();
+    let mut ads = XdsStream::ads(channel).await;
     ads.send(request("n1", type_url::CLUSTER, "", "", &[]))
         .await;
     assert_eq!(ads.recv().await.version_info, "v1");

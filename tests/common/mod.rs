@@ -149,19 +149,11 @@ impl Served {
     }
 
     pub async fn ads(&self) -> XdsStream {
-        let mut client = AggregatedDiscoveryServiceClient::new(self.channel().await);
-        XdsStream::open(
-            |requests| async move { client.stream_aggregated_resources(requests).await },
-        )
-        .await
+        XdsStream::ads(self.channel().await).await
     }
 
     pub async fn delta_ads(&self) -> DeltaStream {
-        let mut client = AggregatedDiscoveryServiceClient::new(self.channel().await);
-        DeltaStream::open(
-            |requests| async move { client.delta_aggregated_resources(requests).await },
-        )
-        .await
+        DeltaStream::ads(self.channel().await).await
     }
 }
 
@@ -677,6 +669,16 @@ impl Serving {
             .unwrap()
     }
 
+    /// A state-of-the-world ADS stream on a new connection.
+    pub async fn ads(&self) -> XdsStream {
+        XdsStream::ads(self.channel().await).await
+    }
+
+    /// A delta ADS stream on a new connection.
+    pub async fn delta_ads(&self) -> DeltaStream {
+        DeltaStream::ads(self.channel().await).await
+    }
+
     /// Stops accepting and waits (at most `patience`) for open connections
     /// to finish, as `serve_with_shutdown` does; returns whether they did.
     pub async fn stop(mut self, patience: Duration) -> bool {
@@ -705,6 +707,15 @@ impl Drop for Serving {
 }
 
 impl XdsStream {
+    /// A state-of-the-world ADS stream over `channel`.
+    pub async fn ads(channel: Channel) -> XdsStream {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
+        XdsStream::open(
+            |requests| async move { client.stream_aggregated_resources(requests).await },
+        )
+        .await
+    }
+
     /// Half-closes the stream (drops the request sender), keeping the
     /// response side.
     pub fn half_close(self) -> Streaming<DiscoveryResponse> {
@@ -713,6 +724,15 @@ impl XdsStream {
 }
 
 impl DeltaStream {
+    /// A delta ADS stream over `channel`.
+    pub async fn ads(channel: Channel) -> DeltaStream {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
+        DeltaStream::open(
+            |requests| async move { client.delta_aggregated_resources(requests).await },
+        )
+        .await
+    }
+
     /// Half-closes the stream (drops the request sender), keeping the
     /// response side.
     pub fn half_close(self) -> Streaming<DeltaDiscoveryResponse> {
