@@ -27,7 +27,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::Stream;
 use http_body::Body;
-use prost::encoding::{decode_key, decode_varint, DecodeContext, WireType};
+use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
 use prost::Message;
 use tonic::Status;
 
@@ -196,11 +196,7 @@ impl<R: NodeRequest> RequestStream<R> {
             None => return Ok(None),
             Some(Whole::InCurrent(whole)) => {
                 let request = self.decoder.decode(&self.current[FRAME_HEADER..whole]);
-                self.current.advance(whole);
-                if self.current.is_empty() {
-                    // An empty view still holds the connection's buffer.
-                    self.current = Bytes::new();
-                }
+                self.consume_current(whole);
                 request
             }
             Some(Whole::InPending) => {
@@ -211,6 +207,15 @@ impl<R: NodeRequest> RequestStream<R> {
             }
         };
         request.map(Some)
+    }
+
+    /// Drops the first `n` bytes of `current`, and the frame once it is
+    /// used up: an empty view still holds the connection's buffer.
+    fn consume_current(&mut self, n: usize) {
+        self.current.advance(n);
+        if self.current.is_empty() {
+            self.current = Bytes::new();
+        }
     }
 
     /// Finds the next whole message in the received bytes, gathering one
@@ -233,11 +238,7 @@ impl<R: NodeRequest> RequestStream<R> {
             let goal = whole.unwrap_or(FRAME_HEADER);
             let take = (goal - self.pending.len()).min(self.current.len());
             self.pending.extend_from_slice(&self.current[..take]);
-            self.current.advance(take);
-            if self.current.is_empty() {
-                // An empty view still holds the connection's buffer.
-                self.current = Bytes::new();
-            }
+            self.consume_current(take);
             if self.pending.len() < goal {
                 return Ok(None);
             }
@@ -322,24 +323,10 @@ impl<R: NodeRequest> Decoder<R> {
 fn peek_field(mut message: &[u8], tag: u32) -> Option<&[u8]> {
     while !message.is_empty() {
         let (field, wire_type) = decode_key(&mut message).ok()?;
-        let len = match wire_type {
-            WireType::Varint => {
-                decode_varint(&mut message).ok()?;
-                continue;
-            }
-            WireType::SixtyFourBit => 8,
-            WireType::ThirtyTwoBit => 4,
-            WireType::LengthDelimited => usize::try_from(decode_varint(&mut message).ok()?).ok()?,
-            WireType::StartGroup | WireType::EndGroup => return None,
-        };
-        if len > message.len() {
-            return None;
-        }
-        let (content, rest) = message.split_at(len);
         if field == tag && wire_type == WireType::LengthDelimited {
-            return Some(content);
+            return length_delimited(&mut message).ok();
         }
-        message = rest;
+        skip_field(wire_type, field, &mut message, DecodeContext::default()).ok()?;
     }
     None
 }
