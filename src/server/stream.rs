@@ -120,7 +120,7 @@ impl StreamContext {
     /// now reported with its response: lent only if it has no node of its
     /// own (a request shared elsewhere is copied first), until
     /// [`StreamContext::reclaim_node_from_kept`].
-    fn lend_node_to_kept<R: NodeRequest + Clone>(&mut self, request: &mut Arc<R>) {
+    fn lend_node_to_kept<R: NodeRequest>(&mut self, request: &mut Arc<R>) {
         if self.node.is_none() {
             return;
         }
@@ -290,7 +290,7 @@ impl TypeState {
 
 /// A cache answer as the shared stamping step needs it.
 pub(crate) trait Answer: Sized {
-    type Request: NodeRequest + Clone;
+    type Request: NodeRequest;
     /// The response as it goes on the wire; `type_url` is the answer's own,
     /// as the stream keeps it.
     fn encode(&self, type_url: &str, nonce: &str) -> Result<WireMessage, Status>;

@@ -247,11 +247,7 @@ impl OpenStreams {
     pub(crate) fn close_all(&self) {
         // The stream whose callback shuts down closes once the callback
         // returns and it sees the shutdown itself.
-        for (_, stream) in self
-            .upgrade_all()
-            .into_iter()
-            .filter(|(id, _)| !Running::is(*id))
-        {
+        for stream in self.others() {
             stream.close();
         }
     }
@@ -260,21 +256,23 @@ impl OpenStreams {
     /// callback asks, if one does (its state is in use right then).
     pub(crate) fn status_all(&self) -> Vec<StreamStatus> {
         let mut all: Vec<StreamStatus> = self
-            .upgrade_all()
+            .others()
             .iter()
-            .filter(|(id, _)| !Running::is(*id))
-            .filter_map(|(_, stream)| stream.status())
+            .filter_map(|stream| stream.status())
             .collect();
         all.sort_by_key(|status| status.stream);
         all
     }
 
-    /// Strong handles, taken under the lock and used after it: a stream
-    /// closing meanwhile removes itself from the map.
-    fn upgrade_all(&self) -> Vec<(StreamId, Arc<dyn OpenStream>)> {
+    /// Every open stream but the one whose body runs on this thread (its
+    /// callback is the caller, its lock held up the stack): strong handles,
+    /// taken under the lock and used after it, as a stream closing
+    /// meanwhile removes itself from the map.
+    fn others(&self) -> Vec<Arc<dyn OpenStream>> {
         let open = self.0.lock();
         open.iter()
-            .filter_map(|(id, stream)| Some((*id, stream.upgrade()?)))
+            .filter(|(id, _)| !Running::is(**id))
+            .filter_map(|(_, stream)| stream.upgrade())
             .collect()
     }
 }
