@@ -186,6 +186,11 @@ impl<R> ResponseQueue<R> {
         }
     }
 
+    /// Wakes the stream without an answer (to see it must end).
+    pub(crate) fn wake(&self) {
+        self.waker.wake();
+    }
+
     fn push(&self, watch_id: u64, response: R) {
         let mut pending = self.pending.lock();
         pending.since.mark();

@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use tonic::Status;
 
-use super::wire::{WireMessage, FRAME_HEADER};
+use super::wire::FRAME_HEADER;
 use crate::cache::{DeltaResponse, EncodedResource, SotwResponse};
 
 /// Identifies one stream for the life of a server (counting from 1).
@@ -49,11 +49,11 @@ pub struct SentResponse<'a> {
 }
 
 impl<'a> SentResponse<'a> {
-    pub(crate) fn new(response: &'a SotwResponse, nonce: &'a str, message: &WireMessage) -> Self {
+    pub(crate) fn new(response: &'a SotwResponse, nonce: &'a str, message_len: usize) -> Self {
         SentResponse {
             response,
             nonce,
-            encoded_len: message.len() - FRAME_HEADER,
+            encoded_len: message_len - FRAME_HEADER,
         }
     }
 
@@ -133,11 +133,11 @@ pub struct SentDeltaResponse<'a> {
 }
 
 impl<'a> SentDeltaResponse<'a> {
-    pub(crate) fn new(response: &'a DeltaResponse, nonce: &'a str, message: &WireMessage) -> Self {
+    pub(crate) fn new(response: &'a DeltaResponse, nonce: &'a str, message_len: usize) -> Self {
         SentDeltaResponse {
             response,
             nonce,
-            encoded_len: message.len() - FRAME_HEADER,
+            encoded_len: message_len - FRAME_HEADER,
         }
     }
 

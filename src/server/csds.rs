@@ -264,7 +264,7 @@ impl ClientStatusDiscoveryService for CsdsService {
         &self,
         request: Request<Streaming<ClientStatusRequest>>,
     ) -> Result<Response<CsdsResponseStream>, Status> {
-        let shutdown = self.server.shared.shutdown.clone();
+        let shutdown = self.server.shared.shutdown.token();
         if shutdown.is_cancelled() {
             return Err(shutting_down());
         }

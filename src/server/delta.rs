@@ -13,8 +13,9 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::callbacks::{Nack, SentDeltaResponse};
+use super::frames::Frames;
 use super::stream::{Answer, Protocol, StreamContext, StreamCore, TypeKey};
-use super::wire::{self, WireMessage};
+use super::wire;
 use crate::cache::{DeltaResponse, DeltaWatchRequest, ReturnedResources, Subscription};
 use crate::metrics;
 
@@ -32,8 +33,19 @@ impl DeltaStream {
 
 impl Answer for DeltaResponse {
     type Request = DeltaDiscoveryRequest;
-    fn encode(&self, type_url: &str, nonce: &str) -> Result<WireMessage, Status> {
-        wire::delta_message(
+    fn size_hint(&self, type_url: &str) -> usize {
+        // Each resource's field header is a few bytes on top of its bytes.
+        let resources: usize = self
+            .resources
+            .iter()
+            .map(|r| r.delta_wire().len() + 4)
+            .sum();
+        let removed: usize = self.removed.iter().map(|name| name.len() + 3).sum();
+        resources + removed + self.system_version.len() + type_url.len() + 48
+    }
+    fn encode(&self, type_url: &str, nonce: &str, frames: &mut Frames) -> Result<usize, Status> {
+        wire::write_delta(
+            frames,
             &self.system_version,
             type_url,
             nonce,
@@ -42,13 +54,13 @@ impl Answer for DeltaResponse {
             self.heartbeat,
         )
     }
-    fn report(&self, ctx: &StreamContext, type_url: &str, nonce: &str, message: &WireMessage) {
+    fn report(&self, ctx: &StreamContext, type_url: &str, nonce: &str, len: usize) {
         ctx.shared.callbacks.on_stream_delta_response(
             ctx.id,
             &self.request,
-            &SentDeltaResponse::new(self, nonce, message),
+            &SentDeltaResponse::new(self, nonce, len),
         );
-        metrics::delta_response(self, type_url, nonce, message.len());
+        metrics::delta_response(self, type_url, nonce, len);
     }
     fn request_mut(&mut self) -> &mut Arc<DeltaDiscoveryRequest> {
         &mut self.request

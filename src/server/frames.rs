@@ -11,14 +11,14 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
-use super::wire::WireMessage;
-
-/// A part at most this large is copied into the frame being joined.
+/// A shared part at most this large is copied into the frame being joined.
 const JOIN_PART_LIMIT: usize = 16 * 1024;
 /// A joined frame stops growing at this size.
 const JOIN_FRAME_LIMIT: usize = 64 * 1024;
 
-/// Data frames waiting to be sent, in order.
+/// Data frames waiting to be sent, in order. Messages are written into the
+/// frame being joined (see [`super::wire`]); [`Frames::finish`] ends a
+/// batch.
 #[derive(Debug, Default)]
 pub(crate) struct Frames {
     ready: VecDeque<Bytes>,
@@ -27,21 +27,45 @@ pub(crate) struct Frames {
 }
 
 impl Frames {
-    /// Queues messages sent together, joined into as few frames as sensible.
-    pub(crate) fn push(&mut self, messages: Vec<WireMessage>) {
-        // One allocation for the frame rather than one per doubling.
-        let joined: usize = messages
-            .iter()
-            .flat_map(WireMessage::part_lens)
-            .filter(|len| *len <= JOIN_PART_LIMIT)
-            .sum();
-        self.joining.reserve(joined.min(JOIN_FRAME_LIMIT));
-        for message in messages {
-            let (head, body) = message.into_parts();
-            self.push_part(head);
-            self.push_part(body);
+    /// Makes room for a batch of about `bytes`, so that its frame is
+    /// allocated once rather than once per doubling.
+    pub(crate) fn reserve(&mut self, bytes: usize) {
+        self.joining.reserve(bytes.min(JOIN_FRAME_LIMIT));
+    }
+
+    /// Appends one message: `own_len` bytes of its own, which `write_own`
+    /// writes, then `shared` bytes (possibly empty), sent as they are when
+    /// large and copied into the joined frame otherwise.
+    pub(crate) fn push_message(
+        &mut self,
+        own_len: usize,
+        write_own: impl FnOnce(&mut BytesMut),
+        shared: &Bytes,
+    ) {
+        let alone = own_len > JOIN_PART_LIMIT;
+        if alone || self.joining.len() + own_len > JOIN_FRAME_LIMIT {
+            self.finish();
         }
-        self.finish_joining();
+        self.joining.reserve(own_len);
+        let start = self.joining.len();
+        write_own(&mut self.joining);
+        debug_assert_eq!(
+            self.joining.len() - start,
+            own_len,
+            "message size miscomputed"
+        );
+        if alone {
+            self.finish();
+        }
+        self.push_shared(shared);
+    }
+
+    /// Ends a batch: what was joined becomes a frame.
+    pub(crate) fn finish(&mut self) {
+        if !self.joining.is_empty() {
+            let joined = std::mem::take(&mut self.joining).freeze();
+            self.ready.push_back(joined);
+        }
     }
 
     /// The next frame to send.
@@ -49,26 +73,29 @@ impl Frames {
         self.ready.pop_front()
     }
 
-    fn push_part(&mut self, part: Bytes) {
+    /// Everything written, as one buffer (copied if in several frames).
+    pub(crate) fn into_bytes(mut self) -> Bytes {
+        self.finish();
+        match self.ready.len() {
+            0 => Bytes::new(),
+            1 => self.ready.pop_front().unwrap_or_default(),
+            _ => self.ready.iter().flat_map(|f| f.iter().copied()).collect(),
+        }
+    }
+
+    fn push_shared(&mut self, part: &Bytes) {
         if part.is_empty() {
             return;
         }
         if part.len() > JOIN_PART_LIMIT {
-            self.finish_joining();
-            self.ready.push_back(part);
+            self.finish();
+            self.ready.push_back(part.clone());
             return;
         }
         if self.joining.len() + part.len() > JOIN_FRAME_LIMIT {
-            self.finish_joining();
+            self.finish();
         }
-        self.joining.extend_from_slice(&part);
-    }
-
-    fn finish_joining(&mut self) {
-        if !self.joining.is_empty() {
-            let joined = std::mem::take(&mut self.joining).freeze();
-            self.ready.push_back(joined);
-        }
+        self.joining.extend_from_slice(part);
     }
 }
 
@@ -77,12 +104,13 @@ mod tests {
     use super::*;
     use crate::cache::{EncodedList, EncodedResource};
     use crate::resource::type_url;
+    use crate::server::wire::write_sotw;
     use envoy_types::pb::envoy::config::cluster::v3::Cluster;
     use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
     use prost::Message;
 
-    fn message(nonce: &str, names: &[String]) -> WireMessage {
-        let list = EncodedList::new(
+    fn list(names: &[String]) -> EncodedList {
+        EncodedList::new(
             names
                 .iter()
                 .map(|n| {
@@ -92,8 +120,15 @@ mod tests {
                     })
                 })
                 .collect(),
-        );
-        super::super::wire::sotw_message("v1", type_url::CLUSTER, nonce, &list).unwrap()
+        )
+    }
+
+    /// Writes one batch of messages, each with its nonce and resources.
+    fn batch(frames: &mut Frames, messages: &[(&str, &EncodedList)]) {
+        for (nonce, list) in messages {
+            write_sotw(frames, "v1", type_url::CLUSTER, nonce, list).unwrap();
+        }
+        frames.finish();
     }
 
     fn names(count: usize, len: usize) -> Vec<String> {
@@ -124,27 +159,25 @@ mod tests {
     #[test]
     fn small_messages_sent_together_leave_as_one_frame() {
         let mut frames = Frames::default();
-        frames.push(vec![message("1", &names(3, 4)), message("2", &names(2, 4))]);
+        let (three, two) = (list(&names(3, 4)), list(&names(2, 4)));
+        frames.reserve(64);
+        batch(&mut frames, &[("1", &three), ("2", &two)]);
         let sent = drain(&mut frames);
         assert_eq!(sent.len(), 1);
         assert_eq!(nonces(&sent), ["1", "2"]);
         // Nothing is kept allocated between batches.
         assert_eq!(frames.joining.capacity(), 0);
-        frames.push(vec![message("3", &names(1, 4))]);
+        batch(&mut frames, &[("3", &list(&names(1, 4)))]);
         assert_eq!(nonces(&drain(&mut frames)), ["3"]);
     }
 
     #[test]
     fn large_parts_go_uncopied_between_joined_frames() {
         let mut frames = Frames::default();
-        let large = message("2", &names(1000, 40));
-        let (_, shared) = large.clone().into_parts();
+        let (small, large) = (list(&names(2, 4)), list(&names(1000, 40)));
+        let shared = large.sotw_field().clone();
         assert!(shared.len() > JOIN_PART_LIMIT);
-        frames.push(vec![
-            message("1", &names(2, 4)),
-            large,
-            message("3", &names(2, 4)),
-        ]);
+        batch(&mut frames, &[("1", &small), ("2", &large), ("3", &small)]);
         let sent = drain(&mut frames);
         // [message 1 + head of 2], [body of 2, shared], [message 3].
         assert_eq!(sent.len(), 3);
@@ -155,12 +188,30 @@ mod tests {
     #[test]
     fn joined_frames_stay_under_the_limit() {
         let mut frames = Frames::default();
-        let each = message("x", &names(100, 60));
-        assert!(each.len() < JOIN_PART_LIMIT);
-        frames.push(vec![each.clone(); 20]);
+        let each = list(&names(100, 60));
+        let one = write_sotw(&mut frames, "v1", type_url::CLUSTER, "x", &each).unwrap();
+        assert!(one < JOIN_PART_LIMIT);
+        batch(&mut frames, &vec![("x", &each); 19]);
         let sent = drain(&mut frames);
         assert!(sent.len() > 1 && sent.iter().all(|f| f.len() <= JOIN_FRAME_LIMIT));
-        assert_eq!(sent.iter().map(Bytes::len).sum::<usize>(), 20 * each.len());
+        assert_eq!(sent.iter().map(Bytes::len).sum::<usize>(), 20 * one);
         assert_eq!(decode_all(&sent).len(), 20);
+    }
+
+    #[test]
+    fn a_large_message_of_its_own_is_a_frame_of_its_own() {
+        let mut frames = Frames::default();
+        let small = list(&names(2, 4));
+        write_sotw(&mut frames, "v1", type_url::CLUSTER, "1", &small).unwrap();
+        let own = JOIN_PART_LIMIT + 1;
+        frames.push_message(
+            own,
+            |buf| buf.extend_from_slice(&vec![7; own]),
+            &Bytes::new(),
+        );
+        frames.finish();
+        let sent = drain(&mut frames);
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[1].len(), own);
     }
 }

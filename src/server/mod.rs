@@ -53,6 +53,7 @@ mod request_stream;
 #[cfg(feature = "rest")]
 pub mod rest;
 mod services;
+mod shutdown;
 mod sotw;
 mod stream;
 mod stream_body;
@@ -62,7 +63,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 pub use callbacks::{Callbacks, Nack, SentDeltaResponse, SentResponse, StreamId};
@@ -80,7 +80,7 @@ pub use services::{
 /// this crate's benchmarks.
 #[doc(hidden)]
 pub mod __wire {
-    pub use super::wire::{delta_message, sotw_message, WireMessage};
+    pub use super::wire::{delta_message, sotw_message};
 }
 
 use crate::cache::Cache;
@@ -140,7 +140,7 @@ pub(crate) struct Shared {
     callbacks: Arc<dyn Callbacks>,
     options: ServerOptions,
     next_stream_id: AtomicU64,
-    shutdown: CancellationToken,
+    shutdown: shutdown::ShutdownSignal,
     open_streams: stream_body::OpenStreams,
 }
 
@@ -162,7 +162,7 @@ impl Server {
                 callbacks: Arc::new(callbacks),
                 options,
                 next_stream_id: AtomicU64::new(1),
-                shutdown: CancellationToken::new(),
+                shutdown: Default::default(),
                 open_streams: Default::default(),
             }),
         }
@@ -177,7 +177,7 @@ impl Server {
 
     /// Ends every open stream with `UNAVAILABLE` and refuses new ones.
     pub fn shutdown(&self) {
-        self.shared.shutdown.cancel();
+        self.shared.shutdown.trigger();
         // Streams whose clients stopped reading are not polled: close them
         // here, so their watches and callbacks do not wait for the client.
         self.shared.open_streams.close_all();
@@ -224,7 +224,7 @@ impl Server {
         on_open: impl FnOnce(StreamId, &str) -> Result<(), Status>,
         on_refused: impl FnOnce(StreamId),
     ) -> Result<stream::StreamContext, Status> {
-        if self.shared.shutdown.is_cancelled() {
+        if self.shared.shutdown.is_triggered() {
             return Err(Status::unavailable("xDS server is shutting down"));
         }
         let id = self.shared.next_stream_id.fetch_add(1, Ordering::Relaxed);

@@ -11,8 +11,9 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
 use super::callbacks::{Nack, SentResponse};
+use super::frames::Frames;
 use super::stream::{Answer, Protocol, StreamContext, StreamCore, TypeKey};
-use super::wire::{self, WireMessage};
+use super::wire;
 use crate::cache::{ReturnedResources, SotwResponse, Subscription, WatchRequest};
 use crate::metrics;
 
@@ -30,16 +31,19 @@ impl SotwStream {
 
 impl Answer for SotwResponse {
     type Request = DiscoveryRequest;
-    fn encode(&self, type_url: &str, nonce: &str) -> Result<WireMessage, Status> {
-        wire::sotw_message(&self.version, type_url, nonce, &self.resources)
+    fn size_hint(&self, type_url: &str) -> usize {
+        wire::sotw_size_hint(&self.version, type_url, &self.resources)
     }
-    fn report(&self, ctx: &StreamContext, type_url: &str, nonce: &str, message: &WireMessage) {
+    fn encode(&self, type_url: &str, nonce: &str, frames: &mut Frames) -> Result<usize, Status> {
+        wire::write_sotw(frames, &self.version, type_url, nonce, &self.resources)
+    }
+    fn report(&self, ctx: &StreamContext, type_url: &str, nonce: &str, len: usize) {
         ctx.shared.callbacks.on_stream_response(
             ctx.id,
             &self.request,
-            &SentResponse::new(self, nonce, message),
+            &SentResponse::new(self, nonce, len),
         );
-        metrics::sotw_response(self, type_url, nonce, message.len());
+        metrics::sotw_response(self, type_url, nonce, len);
     }
     fn request_mut(&mut self) -> &mut Arc<DiscoveryRequest> {
         &mut self.request

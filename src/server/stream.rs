@@ -9,8 +9,8 @@ use tonic::Status;
 
 use super::callbacks::{Nack, StreamId};
 use super::client_status::{StreamStatus, TypeRecord};
+use super::frames::Frames;
 use super::request_stream::{NodeRequest, SparePool};
-use super::wire::WireMessage;
 use super::Shared;
 use crate::cache::{ResponseQueue, ReturnedResources, Subscription, WatchHandle};
 use crate::metrics;
@@ -41,15 +41,16 @@ pub(crate) trait Protocol: Send + 'static {
         Arc::clone(&self.core().queue)
     }
 
-    /// Turns the pending answers into messages, in order, each encoded as
-    /// one gRPC message ready for the wire, recording them as sent; the
-    /// requests they answered go to `spares`. An error (a message too large
-    /// to send) ends the stream with it.
+    /// Writes the pending answers into `frames`, in order, each encoded
+    /// as one gRPC message, recording them as sent; the requests they
+    /// answered go to `spares`. Returns how many were written. An error (a
+    /// message too large to send) ends the stream with it.
     fn take_ready(
         &mut self,
         spares: &mut SparePool<Self::Request>,
-    ) -> Result<Vec<WireMessage>, Status> {
-        self.core_mut().take_ready(spares)
+        frames: &mut Frames,
+    ) -> Result<usize, Status> {
+        self.core_mut().take_ready(spares, frames)
     }
 
     /// What the stream sent, and what its client acked and rejected.
@@ -291,12 +292,16 @@ impl TypeState {
 /// A cache answer as the shared stamping step needs it.
 pub(crate) trait Answer: Sized {
     type Request: NodeRequest;
-    /// The response as it goes on the wire; `type_url` is the answer's own,
-    /// as the stream keeps it.
-    fn encode(&self, type_url: &str, nonce: &str) -> Result<WireMessage, Status>;
-    /// Tells callbacks and metrics the response is being sent; the kept
-    /// request has the stream's node then.
-    fn report(&self, ctx: &StreamContext, type_url: &str, nonce: &str, message: &WireMessage);
+    /// About how many bytes [`Answer::encode`] writes, to reserve a batch's
+    /// frame once.
+    fn size_hint(&self, type_url: &str) -> usize;
+    /// Writes the response as it goes on the wire and returns its size
+    /// (gRPC frame header included); `type_url` is the answer's own, as the
+    /// stream keeps it. Writes nothing if it fails.
+    fn encode(&self, type_url: &str, nonce: &str, frames: &mut Frames) -> Result<usize, Status>;
+    /// Tells callbacks and metrics the response of `len` bytes is being
+    /// sent; the kept request has the stream's node then.
+    fn report(&self, ctx: &StreamContext, type_url: &str, nonce: &str, len: usize);
     /// The request the answer replies to, as the cache kept it.
     fn request_mut(&mut self) -> &mut Arc<Self::Request>;
     /// The version, the record of what the client then has, and the
@@ -412,55 +417,76 @@ impl<A: Answer> StreamCore<A> {
         }
     }
 
-    /// The pending answers as messages, in ADS order (oldest first within a
-    /// type), each recorded as sent. Answers are matched to their type by
-    /// watch id: the stream's own state, not the cache's copy of the
-    /// request; answers to watches since replaced are stale and dropped.
+    /// Writes the pending answers into `frames` in ADS order (oldest first
+    /// within a type), each recorded as sent, and returns how many. Answers
+    /// are matched to their type by watch id: the stream's own state, not
+    /// the cache's copy of the request; answers to watches since replaced
+    /// are stale and dropped.
     pub(crate) fn take_ready(
         &mut self,
         spares: &mut SparePool<A::Request>,
-    ) -> Result<Vec<WireMessage>, Status> {
-        let pending = self.queue.take();
-        let mut ranked: Vec<(usize, usize, A)> = pending
-            .into_iter()
-            .filter_map(|(watch_id, answer)| {
-                let at = self.types.position_of_watch(watch_id)?;
-                Some((self.types.0[at].key.order(), at, answer))
-            })
-            .collect();
+        frames: &mut Frames,
+    ) -> Result<usize, Status> {
+        let mut pending = self.queue.take();
+        let types = &self.types;
+        let rank = |(watch_id, _): &(u64, A)| {
+            types
+                .position_of_watch(*watch_id)
+                .map(|at| types.0[at].key.order())
+        };
         // Usually one answer per type, pushed in ADS order already.
-        if !ranked.is_sorted_by_key(|(order, ..)| *order) {
-            ranked.sort_by_key(|(order, ..)| *order);
+        if !pending.is_sorted_by_key(rank) {
+            pending.sort_by_key(rank);
         }
-        let mut messages = Vec::with_capacity(ranked.len());
-        for (_, at, answer) in ranked {
-            messages.push(self.stamp(at, answer, spares)?);
+        let hint = pending
+            .iter()
+            .filter_map(|(watch_id, answer)| {
+                let at = types.position_of_watch(*watch_id)?;
+                Some(answer.size_hint(types.0[at].key.as_str()))
+            })
+            .sum();
+        frames.reserve(hint);
+        let mut sent = 0;
+        let mut outcome = Ok(());
+        for (watch_id, answer) in pending {
+            let Some(at) = self.types.position_of_watch(watch_id) else {
+                continue;
+            };
+            if let Err(status) = self.stamp(at, answer, spares, frames) {
+                outcome = Err(status);
+                break;
+            }
+            sent += 1;
         }
-        Ok(messages)
+        // What was stamped before a failure goes out before the stream ends.
+        frames.finish();
+        outcome.map(|()| sent)
     }
 
-    /// Turns the answer to the watch of the type at `at` into the message
-    /// to send, encoded, and records what the client now has.
+    /// Writes the answer to the watch of the type at `at` into `frames`
+    /// and records what the client now has.
     fn stamp(
         &mut self,
         at: usize,
         mut answer: A,
         spares: &mut SparePool<A::Request>,
-    ) -> Result<WireMessage, Status> {
+        frames: &mut Frames,
+    ) -> Result<(), Status> {
         let state = &mut self.types.0[at];
         state.watch_answered();
         let ctx = &mut self.ctx;
         let type_url = state.key.as_str();
         let nonce_number = ctx.next_nonce();
-        let nonce = nonce_number.to_string();
-        let message = answer.encode(type_url, &nonce)?;
+        let mut spelled = itoa::Buffer::new();
+        let nonce = spelled.format(nonce_number);
+        let len = answer.encode(type_url, nonce, frames)?;
         ctx.lend_node_to_kept(answer.request_mut());
-        answer.report(ctx, type_url, &nonce, &message);
+        answer.report(ctx, type_url, nonce, len);
         ctx.reclaim_node_from_kept(answer.request_mut());
         let (version, returned, request) = answer.into_sent();
         state.record_sent(nonce_number, version, returned);
         spares.put(request);
-        Ok(message)
+        Ok(())
     }
 }
 

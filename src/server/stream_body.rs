@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
@@ -21,13 +20,13 @@ use bytes::Bytes;
 use futures::Stream;
 use http_body::Frame;
 use parking_lot::Mutex;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::Status;
 
 use super::callbacks::StreamId;
 use super::client_status::StreamStatus;
 use super::frames::Frames;
 use super::request_stream::RequestStream;
+use super::shutdown::ShutdownSignal;
 use super::stream::Protocol;
 use super::Shared;
 use crate::cache::ResponseQueue;
@@ -52,7 +51,6 @@ struct Run<P: Protocol> {
     protocol: Arc<Mutex<Guarded<P>>>,
     requests: RequestStream<P::Request>,
     queue: Arc<ResponseQueue<P::Answer>>,
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     frames: Frames,
     /// How the stream ended, once it has; sent after the queued frames.
     end: Option<Status>,
@@ -79,7 +77,6 @@ impl<P: Protocol + Unpin> StreamBody<P> {
             protocol,
             queue,
             requests,
-            shutdown: Box::pin(shared.shutdown.clone().cancelled_owned()),
             frames: Frames::default(),
             end: None,
             done: false,
@@ -95,12 +92,15 @@ impl<P: Protocol + Unpin> StreamBody<P> {
 
 impl<P: Protocol + Unpin> Run<P> {
     /// Runs the stream until it has a frame to send or must wait.
-    fn poll_next_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
+    fn poll_next_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+        shutdown: &ShutdownSignal,
+    ) -> Poll<Option<Frame<Bytes>>> {
         let Run {
             protocol,
             queue,
             requests,
-            shutdown,
             frames,
             end,
             done,
@@ -119,18 +119,15 @@ impl<P: Protocol + Unpin> Run<P> {
                 *done = true;
                 return Poll::Ready(Some(trailers(&status)));
             }
-            if protocol.closed || shutdown.as_mut().poll(cx).is_ready() {
+            if protocol.closed || shutdown.is_triggered() {
                 *end = Some(Status::unavailable("xDS server is shutting down"));
                 continue;
             }
             if queue.poll_pending(cx).is_ready() {
                 // The push-latency stamp is read before take_ready empties the queue.
                 let since = queue.pending_since();
-                match protocol.protocol.take_ready(requests.spares()) {
-                    Ok(messages) => {
-                        metrics::pushed(P::KIND, since, messages.len());
-                        frames.push(messages);
-                    }
+                match protocol.protocol.take_ready(requests.spares(), frames) {
+                    Ok(sent) => metrics::pushed(P::KIND, since, sent),
                     Err(status) => *end = Some(status),
                 }
                 continue;
@@ -153,6 +150,9 @@ impl<P: Protocol + Unpin> Run<P> {
                     *end = Some(status);
                 }
                 Poll::Ready(None) => *end = Some(Status::ok("")),
+                // Shutdown sets its flag, then wakes what streams registered:
+                // checked again now that this one has registered.
+                Poll::Pending if shutdown.is_triggered() => {}
                 Poll::Pending => return Poll::Pending,
             }
         }
@@ -188,6 +188,8 @@ impl<P: Protocol> OpenStream for Mutex<Guarded<P>> {
         // callback of this very stream cannot deadlock.
         if let Some(mut guarded) = self.try_lock_for(PATIENCE) {
             guarded.close();
+            // Polled again, the body sends its final status.
+            guarded.protocol.core().queue.wake();
         }
     }
 
@@ -309,7 +311,9 @@ impl<P: Protocol + Unpin> http_body::Body for StreamBody<P> {
         let this = self.get_mut();
         let _entered = this.observer.span().enter();
         let _running = Running::enter(this.id);
-        this.run.poll_next_frame(cx).map(|frame| frame.map(Ok))
+        this.run
+            .poll_next_frame(cx, &this.shared.shutdown)
+            .map(|frame| frame.map(Ok))
     }
 
     fn is_end_stream(&self) -> bool {

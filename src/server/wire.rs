@@ -1,22 +1,28 @@
-//! The messages a stream sends, encoded straight into gRPC frames.
+//! The messages a stream sends, encoded straight into the data frames
+//! that carry them.
 //!
 //! A response is assembled from pre-encoded resources ([`EncodedResource`]
 //! encodes each once, for every stream). A state-of-the-world response is
 //! two parts: a small head of its own (frame header, version, type URL,
-//! nonce) and the `resources` field its [`EncodedList`] encoded once for
-//! every stream sending the same answer, written without a copy. Protobuf
-//! readers accept fields in any order. Nothing per stream outlives the
-//! message.
+//! nonce), written where the frame is being joined, and the `resources`
+//! field its [`EncodedList`] encoded once for every stream sending the same
+//! answer. Protobuf readers accept fields in any order. Nothing per stream
+//! outlives the frame.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tonic::Status;
 
+use super::frames::Frames;
 use crate::cache::{EncodedList, EncodedResource};
 use crate::protowire;
 
 /// The gRPC length-prefixed message header: a compressed flag and a
 /// big-endian u32 length.
 pub(crate) const FRAME_HEADER: usize = 5;
+
+/// Room for a state-of-the-world head besides its strings: the frame
+/// header, three field tags and their lengths, and a nonce.
+const SOTW_HEAD_SLACK: usize = FRAME_HEADER + 3 * 6 + 20;
 
 // Field numbers of `discovery.v3.DiscoveryResponse`.
 const VERSION_INFO: u32 = 1;
@@ -29,87 +35,56 @@ const NONCE: u32 = 5;
 const SYSTEM_VERSION_INFO: u32 = 1;
 const REMOVED_RESOURCES: u32 = 6;
 
-/// One gRPC message (frame header included) as it goes on the wire: a
-/// head of its own, then a body shared with other streams (may be empty).
-#[derive(Debug, Clone)]
-pub struct WireMessage {
-    head: Bytes,
-    body: Bytes,
+/// About how many bytes [`write_sotw`] adds for this version, type URL and
+/// resources, to reserve a batch's frame once.
+pub(crate) fn sotw_size_hint(version: &str, type_url: &str, resources: &EncodedList) -> usize {
+    SOTW_HEAD_SLACK + version.len() + type_url.len() + resources.sotw_field().len()
 }
 
-impl WireMessage {
-    fn whole(message: Bytes) -> Self {
-        WireMessage {
-            head: message,
-            body: Bytes::new(),
-        }
-    }
-
-    /// Size in bytes, frame header included.
-    pub fn len(&self) -> usize {
-        self.head.len() + self.body.len()
-    }
-
-    /// Whether the message has no bytes at all (never, once built).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The sizes of the two parts, in wire order.
-    pub(crate) fn part_lens(&self) -> [usize; 2] {
-        [self.head.len(), self.body.len()]
-    }
-
-    /// The two parts, in wire order.
-    pub fn into_parts(self) -> (Bytes, Bytes) {
-        (self.head, self.body)
-    }
-
-    /// The message as one buffer (copies it).
-    pub fn to_bytes(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.len());
-        buf.put_slice(&self.head);
-        buf.put_slice(&self.body);
-        buf.freeze()
-    }
-}
-
-/// A `DiscoveryResponse` as one gRPC message: fields 1 (version), 4 (type
-/// URL) and 5 (nonce) in its head, then the resources (field 2), shared.
+/// Writes a `DiscoveryResponse` as one gRPC message: fields 1 (version), 4
+/// (type URL) and 5 (nonce) in its head, then the resources (field 2),
+/// shared. Returns the message's size, frame header included.
 ///
-/// Fails only for a message over gRPC's 4 GiB limit.
-pub fn sotw_message(
+/// Fails, writing nothing, only for a message over gRPC's 4 GiB limit.
+pub(crate) fn write_sotw(
+    out: &mut Frames,
     version: &str,
     type_url: &str,
     nonce: &str,
     resources: &EncodedList,
-) -> Result<WireMessage, Status> {
-    let body = resources.sotw_field().clone();
+) -> Result<usize, Status> {
+    let body = resources.sotw_field();
     let head_len = protowire::string_len(VERSION_INFO, version.as_bytes())
         + protowire::string_len(TYPE_URL, type_url.as_bytes())
         + protowire::string_len(NONCE, nonce.as_bytes());
-    let mut head = frame(head_len + body.len(), head_len)?;
-    protowire::put_string(&mut head, VERSION_INFO, version.as_bytes());
-    protowire::put_string(&mut head, TYPE_URL, type_url.as_bytes());
-    protowire::put_string(&mut head, NONCE, nonce.as_bytes());
-    Ok(WireMessage {
-        head: finish(head, head_len),
+    let len = message_len(head_len + body.len())?;
+    out.push_message(
+        FRAME_HEADER + head_len,
+        |buf| {
+            put_frame_header(buf, len);
+            protowire::put_string(buf, VERSION_INFO, version.as_bytes());
+            protowire::put_string(buf, TYPE_URL, type_url.as_bytes());
+            protowire::put_string(buf, NONCE, nonce.as_bytes());
+        },
         body,
-    })
+    );
+    Ok(FRAME_HEADER + head_len + body.len())
 }
 
-/// A `DeltaDiscoveryResponse` as one gRPC message (frame header included):
-/// the resources without body for a heartbeat.
+/// Writes a `DeltaDiscoveryResponse` as one gRPC message, the resources
+/// without body for a heartbeat. Returns the message's size, frame header
+/// included.
 ///
-/// Fails only for a message over gRPC's 4 GiB limit.
-pub fn delta_message<'a, I, R>(
+/// Fails, writing nothing, only for a message over gRPC's 4 GiB limit.
+pub(crate) fn write_delta<'a, I, R>(
+    out: &mut Frames,
     system_version: &str,
     type_url: &str,
     nonce: &str,
     resources: I,
     removed: R,
     heartbeat: bool,
-) -> Result<WireMessage, Status>
+) -> Result<usize, Status>
 where
     I: IntoIterator<Item = &'a EncodedResource>,
     I::IntoIter: Clone,
@@ -118,78 +93,121 @@ where
 {
     let resources = resources.into_iter();
     let removed = removed.into_iter().map(|name| name.as_bytes());
+    let fields = DeltaFields {
+        system_version,
+        type_url,
+        nonce,
+    };
     if heartbeat {
         let beats: Vec<Bytes> = resources
             .map(EncodedResource::delta_heartbeat_wire)
             .collect();
-        delta_frame(
-            system_version,
-            type_url,
-            nonce,
-            beats.iter().map(|b| &b[..]),
-            removed,
-        )
+        fields.write(out, beats.iter().map(|b| &b[..]), removed)
     } else {
-        delta_frame(
-            system_version,
-            type_url,
-            nonce,
-            resources.map(|r| &r.delta_wire()[..]),
-            removed,
-        )
+        fields.write(out, resources.map(|r| &r.delta_wire()[..]), removed)
     }
-    .map(WireMessage::whole)
 }
 
-/// Fields 1 (system version), 2 (each resource), 4 (type URL), 5 (nonce),
-/// 6 (each removed name), in the order prost writes them.
-fn delta_frame<'a>(
-    system_version: &str,
-    type_url: &str,
-    nonce: &str,
-    resources: impl Iterator<Item = &'a [u8]> + Clone,
-    removed: impl Iterator<Item = &'a [u8]> + Clone,
-) -> Result<Bytes, Status> {
-    let len = protowire::string_len(SYSTEM_VERSION_INFO, system_version.as_bytes())
-        + repeated_len(RESOURCES, resources.clone())
-        + protowire::string_len(TYPE_URL, type_url.as_bytes())
-        + protowire::string_len(NONCE, nonce.as_bytes())
-        + repeated_len(REMOVED_RESOURCES, removed.clone());
-    let mut buf = frame(len, len)?;
-    protowire::put_string(&mut buf, SYSTEM_VERSION_INFO, system_version.as_bytes());
-    for resource in resources {
-        protowire::put_field(&mut buf, RESOURCES, resource);
+/// The single fields of a delta response.
+struct DeltaFields<'s> {
+    system_version: &'s str,
+    type_url: &'s str,
+    nonce: &'s str,
+}
+
+impl DeltaFields<'_> {
+    /// Fields 1 (system version), 2 (each resource), 4 (type URL), 5
+    /// (nonce), 6 (each removed name), in the order prost writes them.
+    fn write<'a>(
+        &self,
+        out: &mut Frames,
+        resources: impl Iterator<Item = &'a [u8]> + Clone,
+        removed: impl Iterator<Item = &'a [u8]> + Clone,
+    ) -> Result<usize, Status> {
+        let own = protowire::string_len(SYSTEM_VERSION_INFO, self.system_version.as_bytes())
+            + repeated_len(RESOURCES, resources.clone())
+            + protowire::string_len(TYPE_URL, self.type_url.as_bytes())
+            + protowire::string_len(NONCE, self.nonce.as_bytes())
+            + repeated_len(REMOVED_RESOURCES, removed.clone());
+        let len = message_len(own)?;
+        out.push_message(
+            FRAME_HEADER + own,
+            |buf| {
+                put_frame_header(buf, len);
+                protowire::put_string(buf, SYSTEM_VERSION_INFO, self.system_version.as_bytes());
+                for resource in resources {
+                    protowire::put_field(buf, RESOURCES, resource);
+                }
+                protowire::put_string(buf, TYPE_URL, self.type_url.as_bytes());
+                protowire::put_string(buf, NONCE, self.nonce.as_bytes());
+                for name in removed {
+                    protowire::put_field(buf, REMOVED_RESOURCES, name);
+                }
+            },
+            &Bytes::new(),
+        );
+        Ok(FRAME_HEADER + own)
     }
-    protowire::put_string(&mut buf, TYPE_URL, type_url.as_bytes());
-    protowire::put_string(&mut buf, NONCE, nonce.as_bytes());
-    for name in removed {
-        protowire::put_field(&mut buf, REMOVED_RESOURCES, name);
-    }
-    Ok(finish(buf, len))
 }
 
 fn repeated_len<'a>(tag: u32, elements: impl Iterator<Item = &'a [u8]>) -> usize {
     elements.map(|e| protowire::field_len(tag, e.len())).sum()
 }
 
-/// The buffer of a message of `len` bytes, its frame header written, with
-/// room for the `own` bytes of it that go in this buffer.
-fn frame(len: usize, own: usize) -> Result<BytesMut, Status> {
-    let Ok(len32) = u32::try_from(len) else {
-        return Err(Status::resource_exhausted(format!(
+/// A message's length as its frame header spells it, if gRPC allows it.
+fn message_len(len: usize) -> Result<u32, Status> {
+    u32::try_from(len).map_err(|_| {
+        Status::resource_exhausted(format!(
             "a response of {len} bytes is over gRPC's 4 GiB message limit"
-        )));
-    };
-    let mut buf = BytesMut::with_capacity(FRAME_HEADER + own);
-    buf.put_u8(0); // not compressed
-    buf.put_u32(len32);
-    Ok(buf)
+        ))
+    })
 }
 
-fn finish(buf: BytesMut, own: usize) -> Bytes {
-    debug_assert_eq!(buf.len(), FRAME_HEADER + own, "message size miscomputed");
-    debug_assert_eq!(buf.capacity(), buf.len(), "message buffer not exact");
-    buf.freeze()
+fn put_frame_header(buf: &mut BytesMut, len: u32) {
+    buf.put_u8(0); // not compressed
+    buf.put_u32(len);
+}
+
+/// A `DiscoveryResponse` as one gRPC message, in one buffer: what
+/// [`write_sotw`] writes, for benchmarks and tests.
+pub fn sotw_message(
+    version: &str,
+    type_url: &str,
+    nonce: &str,
+    resources: &EncodedList,
+) -> Result<Bytes, Status> {
+    let mut frames = Frames::default();
+    write_sotw(&mut frames, version, type_url, nonce, resources)?;
+    Ok(frames.into_bytes())
+}
+
+/// A `DeltaDiscoveryResponse` as one gRPC message, in one buffer: what
+/// [`write_delta`] writes, for benchmarks and tests.
+pub fn delta_message<'a, I, R>(
+    system_version: &str,
+    type_url: &str,
+    nonce: &str,
+    resources: I,
+    removed: R,
+    heartbeat: bool,
+) -> Result<Bytes, Status>
+where
+    I: IntoIterator<Item = &'a EncodedResource>,
+    I::IntoIter: Clone,
+    R: IntoIterator<Item = &'a String>,
+    R::IntoIter: Clone,
+{
+    let mut frames = Frames::default();
+    write_delta(
+        &mut frames,
+        system_version,
+        type_url,
+        nonce,
+        resources,
+        removed,
+        heartbeat,
+    )?;
+    Ok(frames.into_bytes())
 }
 
 #[cfg(test)]
@@ -233,8 +251,7 @@ mod tests {
     }
 
     /// The message after the frame header, checking the header.
-    fn unframe(message: &WireMessage) -> Bytes {
-        let message = message.to_bytes();
+    fn unframe(message: &Bytes) -> Bytes {
         assert_eq!(message[0], 0, "compressed flag");
         let len = u32::from_be_bytes(message[1..5].try_into().unwrap()) as usize;
         assert_eq!(len, message.len() - FRAME_HEADER);
@@ -296,9 +313,6 @@ mod tests {
                 DiscoveryResponse::decode(unframe(&message)).unwrap(),
                 expected
             );
-            // The resources are the list's shared bytes, not a copy.
-            let (_, body) = message.into_parts();
-            assert_eq!(body.as_ptr(), list.sotw_field().as_ptr());
         }
     }
 
