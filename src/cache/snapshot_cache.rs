@@ -2,6 +2,7 @@
 //! node's streams.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -146,23 +147,26 @@ impl NodeState {
     }
 }
 
-/// Takes out of `watches` every watch `answer` has a response for.
+/// Takes out of `watches` every watch `answer` has a response for, in one
+/// pass.
 fn take_answered<Q, R>(
     watches: &mut HashMap<u64, Held<Q, R>, ahash::RandomState>,
     answer: impl Fn(Option<ResourceType>, &Q) -> Option<R>,
 ) -> Vec<Ready<R>> {
-    let ready: Vec<(u64, R)> = watches
-        .iter()
-        .filter_map(|(id, w)| answer(w.kind, &w.request).map(|r| (*id, r)))
-        .collect();
-    ready
-        .into_iter()
-        .filter_map(|(id, response)| {
-            let watch = watches.remove(&id)?;
+    // The answer found for the watch extract_if is about to hand out.
+    let found = Cell::new(None);
+    watches
+        .extract_if(|_, watch| {
+            let answered = answer(watch.kind, &watch.request);
+            let take = answered.is_some();
+            found.set(answered);
+            take
+        })
+        .filter_map(|(_, watch)| {
             Some(Ready {
                 order: watch.kind.map_or(ResourceType::COUNT, ResourceType::index),
                 sink: watch.sink,
-                response,
+                response: found.take()?,
             })
         })
         .collect()
