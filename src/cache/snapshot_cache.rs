@@ -115,6 +115,44 @@ struct Held<R, S> {
 type Watch = Held<WatchRequest, SotwResponse>;
 type DeltaWatch = Held<DeltaWatchRequest, DeltaResponse>;
 
+/// A watch request as the cache opens it, state of the world or delta:
+/// where its node and type are, and where a node keeps it while held.
+trait OpenedRequest: Sized {
+    type Response;
+    /// The stream's node, shared, and the node the request carries itself.
+    fn nodes(&self) -> (Option<&Arc<Node>>, Option<&Node>);
+    fn type_url(&self) -> &str;
+    fn held_in(
+        state: &mut NodeState,
+    ) -> &mut HashMap<u64, Held<Self, Self::Response>, ahash::RandomState>;
+}
+
+impl OpenedRequest for WatchRequest {
+    type Response = SotwResponse;
+    fn nodes(&self) -> (Option<&Arc<Node>>, Option<&Node>) {
+        (self.node.as_ref(), self.request.node.as_ref())
+    }
+    fn type_url(&self) -> &str {
+        WatchRequest::type_url(self)
+    }
+    fn held_in(state: &mut NodeState) -> &mut HashMap<u64, Watch, ahash::RandomState> {
+        &mut state.watches
+    }
+}
+
+impl OpenedRequest for DeltaWatchRequest {
+    type Response = DeltaResponse;
+    fn nodes(&self) -> (Option<&Arc<Node>>, Option<&Node>) {
+        (self.node.as_ref(), self.request.node.as_ref())
+    }
+    fn type_url(&self) -> &str {
+        DeltaWatchRequest::type_url(self)
+    }
+    fn held_in(state: &mut NodeState) -> &mut HashMap<u64, DeltaWatch, ahash::RandomState> {
+        &mut state.delta_watches
+    }
+}
+
 fn delta_answer(
     snapshot: &Snapshot,
     kind: Option<ResourceType>,
@@ -329,23 +367,42 @@ impl<H: NodeHash> SnapshotCache<H> {
         self.inner.ads
     }
 
-    /// Opens a watch on a node: `answer_or_store` either answers it from the
-    /// node's snapshot or stores it under the id it is given. An answer is
+    /// Opens a watch on its node: answered at once from the node's snapshot
+    /// if `answer` has a response, else held under a fresh id. An answer is
     /// delivered once the node's lock is released.
-    fn open_watch<R>(
+    fn open_watch<Q: OpenedRequest>(
         &self,
-        key: &str,
-        sink: ResponseSink<R>,
-        answer_or_store: impl FnOnce(
-            &mut NodeState,
-            u64,
-            ResponseSink<R>,
-        ) -> Option<(ResponseSink<R>, R)>,
+        request: Q,
+        sink: ResponseSink<Q::Response>,
+        answer: impl FnOnce(&Snapshot, Option<ResourceType>, &Q) -> Option<Q::Response>,
     ) -> WatchHandle {
-        let ((answered, watch_id), entry) = self.with_node(key, |state| {
+        // The stream's node, shared, is cloned so the key can borrow it
+        // while the watch takes the request.
+        let (stream_node, own_node) = request.nodes();
+        let stream_node = stream_node.cloned();
+        let key = self.key_of(stream_node.as_deref(), own_node);
+        let kind = ResourceType::from_type_url(request.type_url());
+        let ((answered, watch_id), entry) = self.with_node(&key, |state| {
+            let (shared, own) = request.nodes();
+            state.touch(shared, own);
             state.last_watch_id += 1;
             let watch_id = state.last_watch_id;
-            (answer_or_store(state, watch_id, sink), watch_id)
+            let answered = state
+                .snapshot
+                .as_ref()
+                .and_then(|snapshot| answer(snapshot, kind, &request));
+            match answered {
+                Some(response) => (Some((sink, response)), watch_id),
+                None => {
+                    let watch = Held {
+                        kind,
+                        request,
+                        sink,
+                    };
+                    Q::held_in(state).insert(watch_id, watch);
+                    (None, watch_id)
+                }
+            }
         });
         match answered {
             Some((sink, response)) => {
@@ -415,28 +472,8 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
         sink: ResponseSink<SotwResponse>,
     ) -> Result<WatchHandle, CacheError> {
         let ads = self.inner.ads;
-        let stream_node = request.node.clone();
-        let key = self.key_of(stream_node.as_deref(), request.request.node.as_ref());
-        let kind = ResourceType::from_type_url(request.type_url());
-        Ok(self.open_watch(&key, sink, |state, watch_id, sink| {
-            state.touch(request.node.as_ref(), request.request.node.as_ref());
-            match state
-                .snapshot
-                .as_ref()
-                .zip(kind)
-                .and_then(|(s, kind)| sotw_response_of(s, kind, &request, ads))
-            {
-                Some(response) => Some((sink, response)),
-                None => {
-                    let watch = Held {
-                        kind,
-                        request,
-                        sink,
-                    };
-                    state.watches.insert(watch_id, watch);
-                    None
-                }
-            }
+        Ok(self.open_watch(request, sink, |snapshot, kind, request| {
+            sotw_response_of(snapshot, kind?, request, ads)
         }))
     }
 
@@ -445,28 +482,7 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
         request: DeltaWatchRequest,
         sink: ResponseSink<DeltaResponse>,
     ) -> Result<WatchHandle, CacheError> {
-        let stream_node = request.node.clone();
-        let key = self.key_of(stream_node.as_deref(), request.request.node.as_ref());
-        let kind = ResourceType::from_type_url(request.type_url());
-        Ok(self.open_watch(&key, sink, |state, watch_id, sink| {
-            state.touch(request.node.as_ref(), request.request.node.as_ref());
-            match state
-                .snapshot
-                .as_ref()
-                .and_then(|s| delta_answer(s, kind, &request))
-            {
-                Some(response) => Some((sink, response)),
-                None => {
-                    let watch = Held {
-                        kind,
-                        request,
-                        sink,
-                    };
-                    state.delta_watches.insert(watch_id, watch);
-                    None
-                }
-            }
-        }))
+        Ok(self.open_watch(request, sink, delta_answer))
     }
 
     fn fetch(&self, request: &DiscoveryRequest) -> Result<SotwResponse, FetchError> {

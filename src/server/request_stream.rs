@@ -262,7 +262,6 @@ impl<R: NodeRequest> Decoder<R> {
     }
 
     fn decode_into(&mut self, mut buf: &[u8], request: &mut R) -> Result<(), Status> {
-        let invalid = |e: prost::DecodeError| Status::internal(format!("invalid request: {e}"));
         // Strings keep their buffers through `clear`; the names are set
         // aside first, so that each one is overwritten, not dropped.
         let mut names = std::mem::take(request.names_mut());
@@ -331,9 +330,14 @@ fn peek_field(mut message: &[u8], tag: u32) -> Option<&[u8]> {
     None
 }
 
+/// A request that does not decode.
+fn invalid(error: prost::DecodeError) -> Status {
+    Status::internal(format!("invalid request: {error}"))
+}
+
 /// Splits off a length-delimited field's content.
 fn length_delimited<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], Status> {
-    let len = decode_varint(buf).map_err(|e| Status::internal(format!("invalid request: {e}")))?;
+    let len = decode_varint(buf).map_err(invalid)?;
     let len = usize::try_from(len)
         .ok()
         .filter(|len| *len <= buf.remaining())

@@ -7,10 +7,10 @@
 //! per stream and keep a buffer the size of the largest one for the life of
 //! the stream. Here requests are decoded by [`RequestStream`], which keeps
 //! no buffer between messages, and the response body runs the stream
-//! ([`super::stream_body`]): responses leave as it encoded them
-//! ([`super::wire`]), a head of their own and, for state of the world, a
-//! body shared with every stream sending the same answer, joined into as
-//! few data frames as sensible ([`super::frames`]). Unary `Fetch*` calls go
+//! ([`super::stream_body`]): responses are encoded ([`super::wire`])
+//! straight into as few data frames as sensible ([`super::frames`]), a
+//! head of their own and, for state of the world, the resources field
+//! every stream sending the same answer shares. Unary `Fetch*` calls go
 //! through tonic's own `Grpc::unary`.
 
 use std::convert::Infallible;
