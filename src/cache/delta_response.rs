@@ -9,6 +9,31 @@ use super::{
     TypeResources,
 };
 
+/// What a delta watch is answered with, decided while the cache still
+/// holds the watch; joined with it into a [`DeltaResponse`] once taken out.
+#[derive(Debug)]
+pub(crate) struct DeltaAnswer {
+    pub(crate) system_version: Arc<str>,
+    pub(crate) resources: Vec<EncodedResource>,
+    pub(crate) removed: Vec<String>,
+    pub(crate) returned: Arc<ReturnedResources>,
+    pub(crate) heartbeat: bool,
+}
+
+impl DeltaAnswer {
+    /// The response to `watch`, which it takes back to its stream.
+    pub(crate) fn to(self, watch: DeltaWatchRequest) -> DeltaResponse {
+        DeltaResponse {
+            watch,
+            system_version: self.system_version,
+            resources: self.resources,
+            removed: self.removed,
+            returned: self.returned,
+            heartbeat: self.heartbeat,
+        }
+    }
+}
+
 /// A set of resources of one type that delta watches are evaluated against.
 pub(crate) trait ResourceSet {
     /// The set's version (`system_version_info`).
@@ -36,7 +61,7 @@ pub(crate) struct RememberedDelta {
     /// Kept alive so its address identifies it.
     known: Arc<ReturnedResources>,
     names: Option<Arc<[String]>>,
-    answer: Option<DeltaAnswer>,
+    answer: Option<Changes>,
 }
 
 impl RememberedDelta {
@@ -49,8 +74,9 @@ impl RememberedDelta {
     }
 }
 
+/// What a delta answer changes on the client.
 #[derive(Clone)]
-struct DeltaAnswer {
+struct Changes {
     resources: Vec<EncodedResource>,
     removed: Vec<String>,
     returned: Arc<ReturnedResources>,
@@ -81,10 +107,10 @@ impl ResourceSet for TypeResources {
 /// has, and removes every name the client has that is gone. A wildcard
 /// subscription's first request is answered even when empty, so the client
 /// can finish initializing.
-pub(crate) fn delta_response(
+pub(crate) fn delta_answer(
     resources: &impl ResourceSet,
     watch: &DeltaWatchRequest,
-) -> Option<DeltaResponse> {
+) -> Option<DeltaAnswer> {
     let sub = &watch.subscription;
     // A first request is answered even when empty; prefixes are rare.
     let memo = match resources.memo() {
@@ -110,8 +136,7 @@ pub(crate) fn delta_response(
             answer
         }
     }?;
-    Some(DeltaResponse {
-        request: Arc::clone(&watch.request),
+    Some(DeltaAnswer {
         system_version: resources.system_version(),
         resources: answer.resources,
         removed: answer.removed,
@@ -120,7 +145,7 @@ pub(crate) fn delta_response(
     })
 }
 
-fn evaluate(resources: &impl ResourceSet, watch: &DeltaWatchRequest) -> Option<DeltaAnswer> {
+fn evaluate(resources: &impl ResourceSet, watch: &DeltaWatchRequest) -> Option<Changes> {
     let sub = &watch.subscription;
     let known = sub.returned();
     let changed = |r: &&EncodedResource| known.get(r.name()).is_none_or(|v| v != r.version());
@@ -157,7 +182,7 @@ fn evaluate(resources: &impl ResourceSet, watch: &DeltaWatchRequest) -> Option<D
     for r in &send {
         returned.insert(Arc::clone(r.shared_name()), Arc::clone(r.version()));
     }
-    Some(DeltaAnswer {
+    Some(Changes {
         resources: send,
         removed,
         returned: shared_if_all(resources, returned),
@@ -230,7 +255,7 @@ mod tests {
         list.iter().map(|s| s.to_string()).collect()
     }
 
-    fn sent(resp: &DeltaResponse) -> Vec<&str> {
+    fn sent(resp: &DeltaAnswer) -> Vec<&str> {
         resp.resources.iter().map(|r| r.name()).collect()
     }
 
@@ -238,13 +263,13 @@ mod tests {
     fn clients_holding_everything_share_one_record() {
         let snap = snapshot(&[("a", 0), ("b", 0)]);
         let all = Subscription::delta(&strings(&["a", "b"]), &[], &HashMap::new(), true);
-        let one = delta_response(eds(&snap), &watch(all.clone(), true)).unwrap();
-        let two = delta_response(eds(&snap), &watch(all, true)).unwrap();
+        let one = delta_answer(eds(&snap), &watch(all.clone(), true)).unwrap();
+        let two = delta_answer(eds(&snap), &watch(all, true)).unwrap();
         assert!(Arc::ptr_eq(&one.returned, &two.returned));
         assert_eq!(one.returned.len(), 2);
         // A client holding a part keeps its own.
         let part = Subscription::delta(&strings(&["a"]), &[], &HashMap::new(), true);
-        let three = delta_response(eds(&snap), &watch(part, true)).unwrap();
+        let three = delta_answer(eds(&snap), &watch(part, true)).unwrap();
         assert!(!Arc::ptr_eq(&one.returned, &three.returned));
         assert_eq!(
             three.returned.keys().map(|k| &**k).collect::<Vec<_>>(),
@@ -260,11 +285,11 @@ mod tests {
         let old = snapshot(&[("a", 0), ("b", 0), ("gone", 0)]);
         let next = snapshot(&[("a", 0), ("b", 1), ("new", 0)]);
         let wildcard = || Subscription::delta(&[], &[], &HashMap::new(), true);
-        let first = delta_response(eds(&old), &watch(wildcard(), true)).unwrap();
+        let first = delta_answer(eds(&old), &watch(wildcard(), true)).unwrap();
         let mut holding_old = wildcard();
         holding_old.set_shared_returned(Arc::clone(&first.returned));
-        let one = delta_response(eds(&next), &watch(holding_old.clone(), false)).unwrap();
-        let two = delta_response(eds(&next), &watch(holding_old, false)).unwrap();
+        let one = delta_answer(eds(&next), &watch(holding_old.clone(), false)).unwrap();
+        let two = delta_answer(eds(&next), &watch(holding_old, false)).unwrap();
         for resp in [&one, &two] {
             assert_eq!(sent(resp), ["b", "new"]);
             assert_eq!(resp.removed, ["gone"]);
@@ -281,7 +306,7 @@ mod tests {
             .into_iter()
             .collect(),
         );
-        let three = delta_response(eds(&next), &watch(holding_a, false)).unwrap();
+        let three = delta_answer(eds(&next), &watch(holding_a, false)).unwrap();
         assert_eq!(sent(&three), ["b", "new"]);
         assert!(three.removed.is_empty());
         // Named subscriptions share an answer only with the same names.
@@ -290,17 +315,17 @@ mod tests {
             sub.set_shared_returned(Arc::clone(&first.returned));
             sub
         };
-        let ab = delta_response(eds(&next), &watch(named(&["a", "b"]), false)).unwrap();
-        let ab_too = delta_response(eds(&next), &watch(named(&["a", "b"]), false)).unwrap();
+        let ab = delta_answer(eds(&next), &watch(named(&["a", "b"]), false)).unwrap();
+        let ab_too = delta_answer(eds(&next), &watch(named(&["a", "b"]), false)).unwrap();
         assert!(Arc::ptr_eq(&ab.returned, &ab_too.returned));
         assert_eq!((sent(&ab), &ab.removed), (vec!["b"], &strings(&["gone"])));
-        let a = delta_response(eds(&next), &watch(named(&["a"]), false)).unwrap();
+        let a = delta_answer(eds(&next), &watch(named(&["a"]), false)).unwrap();
         assert!(a.resources.is_empty() && a.removed == ["gone"]);
         // Holding the new record: nothing to send, also when remembered.
         let mut current = wildcard();
         current.set_shared_returned(Arc::clone(&one.returned));
         for _ in 0..2 {
-            assert!(delta_response(eds(&next), &watch(current.clone(), false)).is_none());
+            assert!(delta_answer(eds(&next), &watch(current.clone(), false)).is_none());
         }
     }
 
@@ -308,18 +333,18 @@ mod tests {
     fn sends_only_what_the_client_lacks() {
         let snap = snapshot(&[("a", 0), ("b", 0)]);
         let sub = Subscription::delta(&strings(&["a", "b", "zz"]), &[], &HashMap::new(), true);
-        let first = delta_response(eds(&snap), &watch(sub, true)).unwrap();
+        let first = delta_answer(eds(&snap), &watch(sub, true)).unwrap();
         assert_eq!(sent(&first), ["a", "b"]);
         assert_eq!(&*first.system_version, "s1");
         assert!(first.removed.is_empty());
 
         let mut sub = Subscription::delta(&strings(&["a", "b"]), &[], &HashMap::new(), true);
         sub.set_shared_returned(first.returned.clone());
-        assert!(delta_response(eds(&snap), &watch(sub.clone(), false)).is_none());
+        assert!(delta_answer(eds(&snap), &watch(sub.clone(), false)).is_none());
 
         // b changes, a does not: only b is sent.
         let next = snapshot(&[("a", 0), ("b", 1)]);
-        let resp = delta_response(eds(&next), &watch(sub, false)).unwrap();
+        let resp = delta_answer(eds(&next), &watch(sub, false)).unwrap();
         assert_eq!(sent(&resp), ["b"]);
     }
 
@@ -333,7 +358,7 @@ mod tests {
         ]
         .into();
         let sub = Subscription::delta(&strings(&["a", "b", "gone"]), &[], &initial, true);
-        let resp = delta_response(eds(&snap), &watch(sub, true)).unwrap();
+        let resp = delta_answer(eds(&snap), &watch(sub, true)).unwrap();
         assert_eq!(sent(&resp), ["b"]);
         assert_eq!(resp.removed, ["gone"]);
         assert!(!resp.returned.contains_key("gone"));
@@ -343,22 +368,22 @@ mod tests {
     fn first_wildcard_request_is_answered_even_when_empty() {
         let empty = snapshot(&[]);
         let sub = Subscription::delta(&[], &[], &HashMap::new(), true);
-        let resp = delta_response(eds(&empty), &watch(sub.clone(), true)).unwrap();
+        let resp = delta_answer(eds(&empty), &watch(sub.clone(), true)).unwrap();
         assert!(resp.resources.is_empty() && resp.removed.is_empty());
-        assert!(delta_response(eds(&empty), &watch(sub, false)).is_none());
+        assert!(delta_answer(eds(&empty), &watch(sub, false)).is_none());
         let named = Subscription::delta(&strings(&["a"]), &[], &HashMap::new(), false);
-        assert!(delta_response(eds(&empty), &watch(named, true)).is_none());
+        assert!(delta_answer(eds(&empty), &watch(named, true)).is_none());
     }
 
     #[test]
     fn deleted_resources_are_removed() {
         let before = snapshot(&[("a", 0), ("b", 0)]);
         let sub = Subscription::delta(&[], &[], &HashMap::new(), true);
-        let first = delta_response(eds(&before), &watch(sub.clone(), true)).unwrap();
+        let first = delta_answer(eds(&before), &watch(sub.clone(), true)).unwrap();
         let mut sub = sub;
         sub.set_shared_returned(first.returned);
         let after = snapshot(&[("b", 0)]);
-        let resp = delta_response(eds(&after), &watch(sub, false)).unwrap();
+        let resp = delta_answer(eds(&after), &watch(sub, false)).unwrap();
         assert!(resp.resources.is_empty());
         assert_eq!(resp.removed, ["a"]);
         assert_eq!(resp.returned.len(), 1);
@@ -368,10 +393,10 @@ mod tests {
     fn unsubscribing_under_wildcard_resends() {
         let snap = snapshot(&[("a", 0)]);
         let mut sub = Subscription::delta(&strings(&["*", "a"]), &[], &HashMap::new(), true);
-        let first = delta_response(eds(&snap), &watch(sub.clone(), true)).unwrap();
+        let first = delta_answer(eds(&snap), &watch(sub.clone(), true)).unwrap();
         sub.set_shared_returned(first.returned);
         sub.update_delta(&[], &strings(&["a"]));
-        let resp = delta_response(eds(&snap), &watch(sub, false)).unwrap();
+        let resp = delta_answer(eds(&snap), &watch(sub, false)).unwrap();
         assert_eq!(sent(&resp), ["a"]);
     }
 
@@ -379,7 +404,7 @@ mod tests {
     fn prefixes_select_by_name() {
         let snap = snapshot(&[("svc/a", 0), ("svc/b", 0), ("other", 0)]);
         let sub = Subscription::delta(&strings(&["svc/*"]), &[], &HashMap::new(), false);
-        let resp = delta_response(eds(&snap), &watch(sub, true)).unwrap();
+        let resp = delta_answer(eds(&snap), &watch(sub, true)).unwrap();
         assert_eq!(sent(&resp), ["svc/a", "svc/b"]);
     }
 }

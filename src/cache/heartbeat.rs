@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 
-use super::sotw_response::full_response;
-use super::{
-    DeltaResponse, DeltaWatchRequest, EncodedResource, Snapshot, SotwResponse, Subscription,
-    WatchRequest,
-};
+use super::delta_response::DeltaAnswer;
+use super::sotw_response::{full_answer, SotwAnswer};
+use super::{DeltaWatchRequest, EncodedResource, Snapshot, Subscription, WatchRequest};
 
 /// The TTL'd resources a client is up to date on, if any.
 fn ttl_resources<'a>(
@@ -28,7 +26,7 @@ fn ttl_resources<'a>(
 /// heartbeats (its legacy mux ignores them, its unified mux hands
 /// subscriptions an empty update, which RTDS rejects), and a partial answer
 /// would delete the rest of a CDS or LDS state.
-pub(crate) fn sotw_heartbeat(snapshot: &Snapshot, watch: &WatchRequest) -> Option<SotwResponse> {
+pub(crate) fn sotw_heartbeat(snapshot: &Snapshot, watch: &WatchRequest) -> Option<SotwAnswer> {
     let resources = snapshot.by_type_url(watch.type_url())?;
     if resources.version() != watch.version_info {
         return None;
@@ -38,7 +36,7 @@ pub(crate) fn sotw_heartbeat(snapshot: &Snapshot, watch: &WatchRequest) -> Optio
         sub.returned().contains_key(r.name())
     })
     .is_empty();
-    has_ttl.then(|| full_response(watch, resources))
+    has_ttl.then(|| full_answer(watch, resources))
 }
 
 /// A heartbeat for a held delta watch: the TTL'd resources the client has at
@@ -46,13 +44,12 @@ pub(crate) fn sotw_heartbeat(snapshot: &Snapshot, watch: &WatchRequest) -> Optio
 pub(crate) fn delta_heartbeat(
     snapshot: &Snapshot,
     watch: &DeltaWatchRequest,
-) -> Option<DeltaResponse> {
+) -> Option<DeltaAnswer> {
     let resources = snapshot.by_type_url(watch.type_url())?;
     let sub = &watch.subscription;
     let current = |r: &EncodedResource| sub.returned().get(r.name()) == Some(r.version());
     let beats = ttl_resources(sub, resources.resources(), current);
-    (!beats.is_empty()).then(|| DeltaResponse {
-        request: Arc::clone(&watch.request),
+    (!beats.is_empty()).then(|| DeltaAnswer {
         system_version: Arc::clone(resources.shared_version()),
         resources: beats,
         removed: Vec::new(),

@@ -12,9 +12,9 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use parking_lot::{Mutex, RwLock};
 
-use super::delta_response::delta_response;
+use super::delta_response::{delta_answer, DeltaAnswer};
 use super::heartbeat::{delta_heartbeat, sotw_heartbeat, HeartbeatTask};
-use super::sotw_response::{sotw_response, sotw_response_of};
+use super::sotw_response::{sotw_answer, sotw_answer_of, SotwAnswer};
 use super::{
     Cache, CacheError, CancelWatch, CurrentResources, DeltaResponse, DeltaWatchRequest, FetchError,
     IdHash, NodeHash, ResponseSink, Snapshot, SotwResponse, StatusInfo, Subscription, WatchHandle,
@@ -116,9 +116,13 @@ type Watch = Held<WatchRequest, SotwResponse>;
 type DeltaWatch = Held<DeltaWatchRequest, DeltaResponse>;
 
 /// A watch request as the cache opens it, state of the world or delta:
-/// where its node and type are, and where a node keeps it while held.
+/// where its node and type are, where a node keeps it while held, and how
+/// it joins its answer.
 trait OpenedRequest: Sized {
+    type Answer;
     type Response;
+    /// The response to this watch; it takes the watch back to its stream.
+    fn answered(self, answer: Self::Answer) -> Self::Response;
     /// The stream's node, shared, and the node the request carries itself.
     fn nodes(&self) -> (Option<&Arc<Node>>, Option<&Node>);
     fn type_url(&self) -> &str;
@@ -128,7 +132,11 @@ trait OpenedRequest: Sized {
 }
 
 impl OpenedRequest for WatchRequest {
+    type Answer = SotwAnswer;
     type Response = SotwResponse;
+    fn answered(self, answer: SotwAnswer) -> SotwResponse {
+        answer.to(self)
+    }
     fn nodes(&self) -> (Option<&Arc<Node>>, Option<&Node>) {
         (self.node.as_ref(), self.request.node.as_ref())
     }
@@ -141,7 +149,11 @@ impl OpenedRequest for WatchRequest {
 }
 
 impl OpenedRequest for DeltaWatchRequest {
+    type Answer = DeltaAnswer;
     type Response = DeltaResponse;
+    fn answered(self, answer: DeltaAnswer) -> DeltaResponse {
+        answer.to(self)
+    }
     fn nodes(&self) -> (Option<&Arc<Node>>, Option<&Node>) {
         (self.node.as_ref(), self.request.node.as_ref())
     }
@@ -153,12 +165,12 @@ impl OpenedRequest for DeltaWatchRequest {
     }
 }
 
-fn delta_answer(
+fn delta_answer_of(
     snapshot: &Snapshot,
     kind: Option<ResourceType>,
     watch: &DeltaWatchRequest,
-) -> Option<DeltaResponse> {
-    delta_response(snapshot.of_type(kind?), watch)
+) -> Option<DeltaAnswer> {
+    delta_answer(snapshot.of_type(kind?), watch)
 }
 
 impl NodeState {
@@ -185,12 +197,12 @@ impl NodeState {
     }
 }
 
-/// Takes out of `watches` every watch `answer` has a response for, in one
-/// pass.
-fn take_answered<Q, R>(
-    watches: &mut HashMap<u64, Held<Q, R>, ahash::RandomState>,
-    answer: impl Fn(Option<ResourceType>, &Q) -> Option<R>,
-) -> Vec<Ready<R>> {
+/// Takes out of `watches` every watch `answer` has an answer for, in one
+/// pass, each joined with its answer.
+fn take_answered<Q: OpenedRequest>(
+    watches: &mut HashMap<u64, Held<Q, Q::Response>, ahash::RandomState>,
+    answer: impl Fn(Option<ResourceType>, &Q) -> Option<Q::Answer>,
+) -> Vec<Ready<Q::Response>> {
     // The answer found for the watch extract_if is about to hand out.
     let found = Cell::new(None);
     watches
@@ -204,7 +216,7 @@ fn take_answered<Q, R>(
             Some(Ready {
                 order: watch.kind.map_or(ResourceType::COUNT, ResourceType::index),
                 sink: watch.sink,
-                response: found.take()?,
+                response: watch.request.answered(found.take()?),
             })
         })
         .collect()
@@ -234,8 +246,8 @@ impl NodeState {
     /// Takes out every watch, SotW or delta, that `sotw` or `delta` answers.
     fn take_answers(
         &mut self,
-        sotw: impl Fn(Option<ResourceType>, &WatchRequest) -> Option<SotwResponse>,
-        delta: impl Fn(Option<ResourceType>, &DeltaWatchRequest) -> Option<DeltaResponse>,
+        sotw: impl Fn(Option<ResourceType>, &WatchRequest) -> Option<SotwAnswer>,
+        delta: impl Fn(Option<ResourceType>, &DeltaWatchRequest) -> Option<DeltaAnswer>,
     ) -> Answers {
         Answers {
             sotw: take_answered(&mut self.watches, sotw),
@@ -277,8 +289,8 @@ impl<H: NodeHash> SnapshotCache<H> {
         let ads = self.inner.ads;
         let (answers, _) = self.with_node(node, |state| {
             let answers = state.take_answers(
-                |kind, w| sotw_response_of(&snapshot, kind?, w, ads),
-                |kind, w| delta_answer(&snapshot, kind, w),
+                |kind, w| sotw_answer_of(&snapshot, kind?, w, ads),
+                |kind, w| delta_answer_of(&snapshot, kind, w),
             );
             state.snapshot = Some(snapshot);
             answers
@@ -374,7 +386,7 @@ impl<H: NodeHash> SnapshotCache<H> {
         &self,
         request: Q,
         sink: ResponseSink<Q::Response>,
-        answer: impl FnOnce(&Snapshot, Option<ResourceType>, &Q) -> Option<Q::Response>,
+        answer: impl FnOnce(&Snapshot, Option<ResourceType>, &Q) -> Option<Q::Answer>,
     ) -> WatchHandle {
         // The stream's node, shared, is cloned so the key can borrow it
         // while the watch takes the request.
@@ -392,7 +404,7 @@ impl<H: NodeHash> SnapshotCache<H> {
                 .as_ref()
                 .and_then(|snapshot| answer(snapshot, kind, &request));
             match answered {
-                Some(response) => (Some((sink, response)), watch_id),
+                Some(answer) => (Some((sink, request.answered(answer))), watch_id),
                 None => {
                     let watch = Held {
                         kind,
@@ -473,7 +485,7 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
     ) -> Result<WatchHandle, CacheError> {
         let ads = self.inner.ads;
         Ok(self.open_watch(request, sink, |snapshot, kind, request| {
-            sotw_response_of(snapshot, kind?, request, ads)
+            sotw_answer_of(snapshot, kind?, request, ads)
         }))
     }
 
@@ -482,7 +494,7 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
         request: DeltaWatchRequest,
         sink: ResponseSink<DeltaResponse>,
     ) -> Result<WatchHandle, CacheError> {
-        Ok(self.open_watch(request, sink, delta_answer))
+        Ok(self.open_watch(request, sink, delta_answer_of))
     }
 
     fn fetch(&self, request: &DiscoveryRequest) -> Result<SotwResponse, FetchError> {
@@ -502,7 +514,8 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
             version_info: request.version_info.clone(),
             subscription: Arc::new(Subscription::sotw(&request.resource_names, true)),
         };
-        sotw_response(&snapshot, &watch, false).ok_or(FetchError::UpToDate)
+        let answer = sotw_answer(&snapshot, &watch, false).ok_or(FetchError::UpToDate)?;
+        Ok(answer.to(watch))
     }
 
     /// Reads the node's snapshot directly: going through `fetch` would

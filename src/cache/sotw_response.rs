@@ -8,6 +8,27 @@ use super::{
 };
 use crate::resource::ResourceType;
 
+/// What a watch is answered with, decided while the cache still holds the
+/// watch; joined with it into a [`SotwResponse`] once taken out.
+#[derive(Debug)]
+pub(crate) struct SotwAnswer {
+    pub(crate) version: Arc<str>,
+    pub(crate) resources: Arc<EncodedList>,
+    pub(crate) returned: Arc<ReturnedResources>,
+}
+
+impl SotwAnswer {
+    /// The response to `watch`, which it takes back to its stream.
+    pub(crate) fn to(self, watch: WatchRequest) -> SotwResponse {
+        SotwResponse {
+            watch,
+            version: self.version,
+            resources: self.resources,
+            returned: self.returned,
+        }
+    }
+}
+
 /// Evaluates a watch against a snapshot: `Some` is the answer to send now,
 /// `None` means hold the watch until the snapshot changes.
 ///
@@ -20,23 +41,23 @@ use crate::resource::ResourceType;
 ///   Envoy keeps naming the resources of a listener or cluster it is
 ///   replacing until the replacement has warmed, which needs the new
 ///   resources, so waiting for every name would stall it.
-pub(crate) fn sotw_response(
+pub(crate) fn sotw_answer(
     snapshot: &Snapshot,
     watch: &WatchRequest,
     ads_hold: bool,
-) -> Option<SotwResponse> {
+) -> Option<SotwAnswer> {
     let kind = ResourceType::from_type_url(watch.type_url())?;
-    sotw_response_of(snapshot, kind, watch, ads_hold)
+    sotw_answer_of(snapshot, kind, watch, ads_hold)
 }
 
-/// As [`sotw_response`], for a watch whose type is known already (a cache
+/// As [`sotw_answer`], for a watch whose type is known already (a cache
 /// keeps it with the watch rather than reading the request's text again).
-pub(crate) fn sotw_response_of(
+pub(crate) fn sotw_answer_of(
     snapshot: &Snapshot,
     kind: ResourceType,
     watch: &WatchRequest,
     ads_hold: bool,
-) -> Option<SotwResponse> {
+) -> Option<SotwAnswer> {
     let resources = snapshot.of_type(kind);
     let sub = &watch.subscription;
     if ads_hold
@@ -49,7 +70,7 @@ pub(crate) fn sotw_response_of(
     let version = resources.shared_version();
     let full_state = kind.requires_full_state_in_sotw();
     if **version != *watch.version_info {
-        return Some(full_response(watch, resources));
+        return Some(full_answer(watch, resources));
     }
     // The usual ACK: the client holds a full answer of this very snapshot.
     if resources.is_full_answer_of(sub) {
@@ -66,7 +87,7 @@ pub(crate) fn sotw_response_of(
         return None;
     }
     if full_state {
-        return Some(full_response(watch, resources));
+        return Some(full_answer(watch, resources));
     }
     let mut returned: ReturnedResources = known
         .iter()
@@ -76,8 +97,7 @@ pub(crate) fn sotw_response_of(
     for r in &added {
         returned.insert(Arc::clone(r.shared_name()), Arc::clone(version));
     }
-    Some(SotwResponse {
-        request: Arc::clone(&watch.request),
+    Some(SotwAnswer {
         version: Arc::clone(version),
         resources: added.into_iter().cloned().collect(),
         returned: Arc::new(returned),
@@ -87,7 +107,7 @@ pub(crate) fn sotw_response_of(
 /// Every subscribed resource that exists, with the snapshot's version.
 /// Wildcard and plain named subscriptions share the answer with every other
 /// watch subscribed alike.
-pub(crate) fn full_response(watch: &WatchRequest, resources: &TypeResources) -> SotwResponse {
+pub(crate) fn full_answer(watch: &WatchRequest, resources: &TypeResources) -> SotwAnswer {
     let sub = &watch.subscription;
     let (items, returned) = if sub.is_wildcard() {
         resources.full_wildcard()
@@ -98,8 +118,7 @@ pub(crate) fn full_response(watch: &WatchRequest, resources: &TypeResources) -> 
         let returned = Arc::new(resources.returned_of(&items));
         (items, returned)
     };
-    SotwResponse {
-        request: Arc::clone(&watch.request),
+    SotwAnswer {
         version: Arc::clone(resources.shared_version()),
         resources: items,
         returned,
@@ -163,11 +182,11 @@ mod tests {
         }
     }
 
-    fn names(resp: &SotwResponse) -> Vec<&str> {
+    fn names(resp: &SotwAnswer) -> Vec<&str> {
         resp.resources.iter().map(|r| r.name()).collect()
     }
 
-    fn returned(resp: &SotwResponse) -> Vec<String> {
+    fn returned(resp: &SotwAnswer) -> Vec<String> {
         let mut v: Vec<_> = resp.returned.keys().map(|k| k.to_string()).collect();
         v.sort();
         v
@@ -176,10 +195,10 @@ mod tests {
     #[test]
     fn new_version_sends_everything_subscribed() {
         let snap = snapshot("v2", &["a", "b"], &["a", "b", "c"]);
-        let resp = sotw_response(&snap, &watch(type_url::CLUSTER, "v1", &[], &[]), false).unwrap();
+        let resp = sotw_answer(&snap, &watch(type_url::CLUSTER, "v1", &[], &[]), false).unwrap();
         assert_eq!(names(&resp), ["a", "b"]);
         assert_eq!(&*resp.version, "v2");
-        let resp = sotw_response(
+        let resp = sotw_answer(
             &snap,
             &watch(type_url::ENDPOINT, "", &["c", "a", "zz"], &[]),
             false,
@@ -193,41 +212,41 @@ mod tests {
     fn same_version_holds_until_something_new_is_subscribed() {
         let snap = snapshot("v1", &["a"], &["a", "b"]);
         let held = watch(type_url::ENDPOINT, "v1", &["a"], &["a"]);
-        assert!(sotw_response(&snap, &held, false).is_none());
+        assert!(sotw_answer(&snap, &held, false).is_none());
         let grown = watch(type_url::ENDPOINT, "v1", &["a", "b"], &["a"]);
-        let resp = sotw_response(&snap, &grown, false).unwrap();
+        let resp = sotw_answer(&snap, &grown, false).unwrap();
         assert_eq!(names(&resp), ["b"]);
         assert_eq!(returned(&resp), ["a", "b"]);
         // Subscribing to a name that does not exist is not a change.
         let missing = watch(type_url::ENDPOINT, "v1", &["a", "nope"], &["a"]);
-        assert!(sotw_response(&snap, &missing, false).is_none());
+        assert!(sotw_answer(&snap, &missing, false).is_none());
     }
 
     #[test]
     fn full_state_types_resend_everything_after_a_deletion() {
         let snap = snapshot("v1", &["a"], &[]);
         let had_b = watch(type_url::CLUSTER, "v1", &[], &["a", "b"]);
-        let resp = sotw_response(&snap, &had_b, false).unwrap();
+        let resp = sotw_answer(&snap, &had_b, false).unwrap();
         assert_eq!(names(&resp), ["a"]);
         assert_eq!(returned(&resp), ["a"]);
         let up_to_date = watch(type_url::CLUSTER, "v1", &[], &["a"]);
-        assert!(sotw_response(&snap, &up_to_date, false).is_none());
+        assert!(sotw_answer(&snap, &up_to_date, false).is_none());
     }
 
     #[test]
     fn ads_hold_waits_for_a_named_resource_to_exist() {
         let snap = snapshot("v2", &[], &["a"]);
         let w = watch(type_url::ENDPOINT, "v1", &["b", "c"], &[]);
-        assert!(sotw_response(&snap, &w, true).is_none());
-        assert!(sotw_response(&snap, &w, false).is_some());
+        assert!(sotw_answer(&snap, &w, true).is_none());
+        assert!(sotw_answer(&snap, &w, false).is_some());
         // Names the snapshot lacks (e.g. of a listener Envoy is replacing)
         // do not hold back the ones it has.
         let w = watch(type_url::ENDPOINT, "v1", &["a", "b"], &[]);
-        let resp = sotw_response(&snap, &w, true).unwrap();
+        let resp = sotw_answer(&snap, &w, true).unwrap();
         assert_eq!(names(&resp), ["a"]);
         // A subset of what exists is served (gRPC clients ask one at a time).
         let snap = snapshot("v2", &[], &["a", "b", "c"]);
-        let resp = sotw_response(&snap, &w, true).unwrap();
+        let resp = sotw_answer(&snap, &w, true).unwrap();
         assert_eq!(names(&resp), ["a", "b"]);
     }
 
@@ -242,7 +261,7 @@ mod tests {
         ] {
             let mut w = watch(type_url, "v0", &[], &[]);
             let mut sub = Subscription::sotw(&asked, true);
-            let first = sotw_response(
+            let first = sotw_answer(
                 &snap,
                 &WatchRequest {
                     node: None,
@@ -257,13 +276,13 @@ mod tests {
             assert!(resources.is_full_answer_of(&sub), "{type_url}");
             w.version_info = "v1".into();
             w.subscription = Arc::new(sub.clone());
-            assert!(sotw_response(&snap, &w, false).is_none(), "{type_url}");
+            assert!(sotw_answer(&snap, &w, false).is_none(), "{type_url}");
             if !asked.is_empty() {
                 // One more name: the same record, no longer a full answer.
                 sub.set_sotw_names(&["a".into(), "b".into(), "c".into()]);
                 assert!(!resources.is_full_answer_of(&sub));
                 w.subscription = Arc::new(sub);
-                let resp = sotw_response(&snap, &w, false).unwrap();
+                let resp = sotw_answer(&snap, &w, false).unwrap();
                 assert_eq!(names(&resp), ["c"]);
             }
         }
@@ -273,13 +292,13 @@ mod tests {
     fn unknown_types_are_held() {
         let snap = snapshot("v1", &["a"], &[]);
         let w = watch("type.googleapis.com/some.Other", "", &[], &[]);
-        assert!(sotw_response(&snap, &w, false).is_none());
+        assert!(sotw_answer(&snap, &w, false).is_none());
     }
 
     #[test]
     fn explicit_wildcard_with_names_sends_each_resource_once() {
         let snap = snapshot("v1", &["a", "b"], &[]);
-        let resp = sotw_response(
+        let resp = sotw_answer(
             &snap,
             &watch(type_url::CLUSTER, "", &["*", "a"], &[]),
             false,
@@ -291,7 +310,7 @@ mod tests {
     #[test]
     fn prefix_subscriptions_match_by_name() {
         let snap = snapshot("v1", &[], &["svc/a", "svc/b", "other"]);
-        let resp = sotw_response(
+        let resp = sotw_answer(
             &snap,
             &watch(type_url::ENDPOINT, "", &["svc/*"], &[]),
             false,

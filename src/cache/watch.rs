@@ -49,8 +49,10 @@ impl WatchRequest {
 /// A state-of-the-world answer to a watch.
 #[derive(Debug, Clone)]
 pub struct SotwResponse {
-    /// The request that opened the watch.
-    pub request: Arc<DiscoveryRequest>,
+    /// The watch answered, handed back whole: the stream that opened it,
+    /// not the cache, lets go of its request, node and subscription, so the
+    /// cache touches none of them while answering a fleet.
+    pub watch: WatchRequest,
     /// The version this response carries.
     pub version: Arc<str>,
     /// The resources to send, already encoded (shared by every stream
@@ -63,7 +65,12 @@ pub struct SotwResponse {
 impl SotwResponse {
     /// The type URL of the response.
     pub fn type_url(&self) -> &str {
-        &self.request.type_url
+        self.watch.type_url()
+    }
+
+    /// The request that opened the watch.
+    pub fn request(&self) -> &Arc<DiscoveryRequest> {
+        &self.watch.request
     }
 }
 
@@ -98,8 +105,8 @@ impl DeltaWatchRequest {
 /// An incremental (delta) answer to a watch: what changed and what is gone.
 #[derive(Debug, Clone)]
 pub struct DeltaResponse {
-    /// The request that opened the watch.
-    pub request: Arc<DeltaDiscoveryRequest>,
+    /// The watch answered, handed back whole (as in [`SotwResponse`]).
+    pub watch: DeltaWatchRequest,
     /// The snapshot's version of the type (`system_version_info`).
     pub system_version: Arc<str>,
     /// New or changed resources; each carries its own version.
@@ -115,7 +122,12 @@ pub struct DeltaResponse {
 impl DeltaResponse {
     /// The type URL of the response.
     pub fn type_url(&self) -> &str {
-        &self.request.type_url
+        self.watch.type_url()
+    }
+
+    /// The request that opened the watch.
+    pub fn request(&self) -> &Arc<DeltaDiscoveryRequest> {
+        &self.watch.request
     }
 }
 

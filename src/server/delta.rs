@@ -57,16 +57,18 @@ impl Answer for DeltaResponse {
     fn report(&self, ctx: &StreamContext, type_url: &str, nonce: &str, len: usize) {
         ctx.shared.callbacks.on_stream_delta_response(
             ctx.id,
-            &self.request,
+            &self.watch.request,
             &SentDeltaResponse::new(self, nonce, len),
         );
         metrics::delta_response(self, type_url, nonce, len);
     }
     fn request_mut(&mut self) -> &mut Arc<DeltaDiscoveryRequest> {
-        &mut self.request
+        &mut self.watch.request
     }
     fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>, Arc<DeltaDiscoveryRequest>) {
-        (self.system_version, self.returned, self.request)
+        // The rest of the watch is let go of here, by the stream that
+        // opened it, rather than by the cache.
+        (self.system_version, self.returned, self.watch.request)
     }
 }
 

@@ -40,16 +40,18 @@ impl Answer for SotwResponse {
     fn report(&self, ctx: &StreamContext, type_url: &str, nonce: &str, len: usize) {
         ctx.shared.callbacks.on_stream_response(
             ctx.id,
-            &self.request,
+            &self.watch.request,
             &SentResponse::new(self, nonce, len),
         );
         metrics::sotw_response(self, type_url, nonce, len);
     }
     fn request_mut(&mut self) -> &mut Arc<DiscoveryRequest> {
-        &mut self.request
+        &mut self.watch.request
     }
     fn into_sent(self) -> (Arc<str>, Arc<ReturnedResources>, Arc<DiscoveryRequest>) {
-        (self.version, self.returned, self.request)
+        // The rest of the watch is let go of here, by the stream that
+        // opened it, rather than by the cache.
+        (self.version, self.returned, self.watch.request)
     }
 }
 

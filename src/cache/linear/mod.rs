@@ -15,10 +15,10 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use super::delta_response::delta_response;
+use super::delta_response::delta_answer;
 use super::{CacheError, DeltaResponse, EncodedResource, ResponseSink, SotwResponse, WatchHandle};
 use crate::resource;
-use resources::{sotw_response, Entry, Resources};
+use resources::{sotw_answer, Entry, Resources};
 use watches::{Watch, Watches};
 
 pub use input::{LinearCacheError, LinearResource};
@@ -107,18 +107,17 @@ impl State {
             let resources = &self.resources;
             match self.watches.get(id) {
                 Some(Watch::Sotw(request, _)) => {
-                    if let Some(response) =
-                        sotw_response(resources, &self.prefix, full_state, request)
+                    if let Some(answer) = sotw_answer(resources, &self.prefix, full_state, request)
                     {
-                        if let Some(Watch::Sotw(_, sink)) = self.watches.remove(id) {
-                            answers.sotw.push((sink, response));
+                        if let Some(Watch::Sotw(request, sink)) = self.watches.remove(id) {
+                            answers.sotw.push((sink, answer.to(request)));
                         }
                     }
                 }
                 Some(Watch::Delta(request, _)) => {
-                    if let Some(response) = delta_response(resources, request) {
-                        if let Some(Watch::Delta(_, sink)) = self.watches.remove(id) {
-                            answers.delta.push((sink, response));
+                    if let Some(answer) = delta_answer(resources, request) {
+                        if let Some(Watch::Delta(request, sink)) = self.watches.remove(id) {
+                            answers.delta.push((sink, answer.to(request)));
                         }
                     }
                 }

@@ -6,7 +6,8 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use super::super::delta_response::ResourceSet;
-use super::super::{EncodedResource, ReturnedResources, SotwResponse, Subscription, WatchRequest};
+use super::super::sotw_response::SotwAnswer;
+use super::super::{EncodedResource, ReturnedResources, Subscription, WatchRequest};
 
 /// One stored resource and the cache version it was last set at.
 pub(super) struct Entry {
@@ -64,19 +65,13 @@ impl Resources {
     }
 
     /// Every subscribed resource, at the cache version.
-    pub(super) fn full_response(&self, watch: &WatchRequest) -> SotwResponse {
+    pub(super) fn full_answer(&self, watch: &WatchRequest) -> SotwAnswer {
         let entries = self.subscribed(&watch.subscription);
-        self.response(watch, &entries, returned_of(&entries))
+        self.answer(&entries, returned_of(&entries))
     }
 
-    fn response(
-        &self,
-        watch: &WatchRequest,
-        entries: &[&Entry],
-        returned: ReturnedResources,
-    ) -> SotwResponse {
-        SotwResponse {
-            request: Arc::clone(&watch.request),
+    fn answer(&self, entries: &[&Entry], returned: ReturnedResources) -> SotwAnswer {
+        SotwAnswer {
             version: Arc::clone(&self.version),
             resources: entries.iter().map(|e| e.resource.clone()).collect(),
             returned: Arc::new(returned),
@@ -101,15 +96,15 @@ fn returned_of(entries: &[&Entry]) -> ReturnedResources {
 ///   resource, also when the only change is a deletion.
 /// - Other types cannot express a deletion; a deleted name is dropped from
 ///   `returned` so that adding it back sends it again.
-pub(super) fn sotw_response(
+pub(super) fn sotw_answer(
     resources: &Resources,
     prefix: &str,
     full_state: bool,
     watch: &WatchRequest,
-) -> Option<SotwResponse> {
+) -> Option<SotwAnswer> {
     let version = &watch.version_info;
     if version.is_empty() || !version.starts_with(prefix) {
-        return Some(resources.full_response(watch));
+        return Some(resources.full_answer(watch));
     }
     let sub = &*watch.subscription;
     let known = sub.returned();
@@ -124,7 +119,7 @@ pub(super) fn sotw_response(
         if changed.is_empty() && !known.keys().any(|name| gone(name)) {
             return None;
         }
-        return Some(resources.response(watch, &wanted, returned_of(&wanted)));
+        return Some(resources.answer(&wanted, returned_of(&wanted)));
     }
     if changed.is_empty() {
         return None;
@@ -135,5 +130,5 @@ pub(super) fn sotw_response(
         .map(|(name, v)| (Arc::clone(name), Arc::clone(v)))
         .collect();
     returned.extend(returned_of(&changed));
-    Some(resources.response(watch, &changed, returned))
+    Some(resources.answer(&changed, returned))
 }

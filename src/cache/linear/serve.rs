@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
-use super::super::delta_response::delta_response;
+use super::super::delta_response::delta_answer;
 use super::super::{
     Cache, CacheError, DeltaResponse, DeltaWatchRequest, FetchError, ResponseSink, SotwResponse,
     Subscription, WatchHandle, WatchRequest,
 };
-use super::resources::sotw_response;
+use super::resources::sotw_answer;
 use super::watches::Watch;
 use super::LinearCache;
 
@@ -21,16 +21,16 @@ impl Cache for LinearCache {
     ) -> Result<WatchHandle, CacheError> {
         self.check_type(request.type_url())?;
         let mut state = self.inner.state.lock();
-        let answer = sotw_response(
+        let answer = sotw_answer(
             &state.resources,
             &state.prefix,
             self.inner.full_state,
             &request,
         );
         match answer {
-            Some(response) => {
+            Some(answer) => {
                 drop(state);
-                sink.send(response);
+                sink.send(answer.to(request));
                 Ok(WatchHandle::answered())
             }
             None => Ok(self.hold(&mut state, Watch::Sotw(request, sink))),
@@ -44,10 +44,10 @@ impl Cache for LinearCache {
     ) -> Result<WatchHandle, CacheError> {
         self.check_type(request.type_url())?;
         let mut state = self.inner.state.lock();
-        match delta_response(&state.resources, &request) {
-            Some(response) => {
+        match delta_answer(&state.resources, &request) {
+            Some(answer) => {
                 drop(state);
-                sink.send(response);
+                sink.send(answer.to(request));
                 Ok(WatchHandle::answered())
             }
             None => Ok(self.hold(&mut state, Watch::Delta(request, sink))),
@@ -70,6 +70,7 @@ impl Cache for LinearCache {
         if *state.resources.version == *request.version_info {
             return Err(FetchError::UpToDate);
         }
-        Ok(state.resources.full_response(&watch))
+        let answer = state.resources.full_answer(&watch);
+        Ok(answer.to(watch))
     }
 }
