@@ -72,7 +72,7 @@ fn watch_request(
             response_nonce: "1".to_string(),
             ..Default::default()
         }),
-        version_info: version.to_string(),
+        rejected_version: None,
         subscription: Arc::clone(subscription),
     }
 }

@@ -28,7 +28,7 @@ fn ttl_resources<'a>(
 /// would delete the rest of a CDS or LDS state.
 pub(crate) fn sotw_heartbeat(snapshot: &Snapshot, watch: &WatchRequest) -> Option<SotwAnswer> {
     let resources = snapshot.by_type_url(watch.type_url())?;
-    if resources.version() != watch.version_info {
+    if resources.version() != watch.version_info() {
         return None;
     }
     let sub = &watch.subscription;

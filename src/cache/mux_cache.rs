@@ -191,7 +191,7 @@ mod tests {
         WatchRequest {
             node: None,
             request: Arc::new(request(type_url)),
-            version_info: String::new(),
+            rejected_version: None,
             subscription: Arc::new(Subscription::sotw(&[], true)),
         }
     }

@@ -511,7 +511,7 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
         let watch = WatchRequest {
             node: None,
             request: Arc::new(request.clone()),
-            version_info: request.version_info.clone(),
+            rejected_version: None,
             subscription: Arc::new(Subscription::sotw(&request.resource_names, true)),
         };
         let answer = sotw_answer(&snapshot, &watch, false).ok_or(FetchError::UpToDate)?;
@@ -598,7 +598,7 @@ mod tests {
                 resource_names: names.clone(),
                 ..Default::default()
             }),
-            version_info: version.into(),
+            rejected_version: None,
             subscription: Arc::new(subscription),
         }
     }

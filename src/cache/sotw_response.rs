@@ -69,7 +69,7 @@ pub(crate) fn sotw_answer_of(
     }
     let version = resources.shared_version();
     let full_state = kind.requires_full_state_in_sotw();
-    if **version != *watch.version_info {
+    if **version != *watch.version_info() {
         return Some(full_answer(watch, resources));
     }
     // The usual ACK: the client holds a full answer of this very snapshot.
@@ -177,7 +177,7 @@ mod tests {
                 resource_names: names,
                 ..Default::default()
             }),
-            version_info: version.into(),
+            rejected_version: None,
             subscription: Arc::new(sub),
         }
     }
@@ -274,7 +274,7 @@ mod tests {
             sub.set_shared_returned(Arc::clone(&first.returned));
             let resources = snap.by_type_url(type_url).unwrap();
             assert!(resources.is_full_answer_of(&sub), "{type_url}");
-            w.version_info = "v1".into();
+            Arc::make_mut(&mut w.request).version_info = "v1".into();
             w.subscription = Arc::new(sub.clone());
             assert!(sotw_answer(&snap, &w, false).is_none(), "{type_url}");
             if !asked.is_empty() {

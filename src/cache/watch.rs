@@ -27,9 +27,11 @@ pub struct WatchRequest {
     /// The stream's node (from this request or an earlier one), shared by
     /// every watch of the stream rather than copied into each request.
     pub node: Option<Arc<Node>>,
-    /// The version the client has. Usually `request.version_info`; after a
-    /// NACK, the rejected version, so the cache does not send it again.
-    pub version_info: String,
+    /// After a NACK, the rejected version: the cache treats the client as
+    /// having it, so it does not send it again. `None` otherwise, the
+    /// client having `request.version_info` (read it with
+    /// [`WatchRequest::version_info`]).
+    pub rejected_version: Option<Arc<str>>,
     /// What the stream subscribes to and what it was sent.
     pub subscription: Arc<Subscription>,
 }
@@ -38,6 +40,15 @@ impl WatchRequest {
     /// The type URL asked for.
     pub fn type_url(&self) -> &str {
         &self.request.type_url
+    }
+
+    /// The version the client has: the one it rejected after a NACK, else
+    /// the request's `version_info`.
+    pub fn version_info(&self) -> &str {
+        match &self.rejected_version {
+            Some(rejected) => rejected,
+            None => &self.request.version_info,
+        }
     }
 
     /// The client's node, if known: the stream's, else the request's own.

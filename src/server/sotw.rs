@@ -103,7 +103,7 @@ impl Protocol for SotwStream {
         if acks_latest && request.error_detail.is_none() && !state.nacked {
             state.report_ack(metrics::StreamKind::Sotw, &request.version_info);
         }
-        let version_info = match &request.error_detail {
+        let rejected_version = match &request.error_detail {
             Some(error) if state.sent_any() => {
                 let nack = Nack {
                     node: ctx.node.as_ref(),
@@ -115,19 +115,20 @@ impl Protocol for SotwStream {
                 };
                 ctx.report_nack(metrics::StreamKind::Sotw, &nack, &mut state.record);
                 state.nacked = true;
-                state.last_version.to_string()
+                Some(Arc::clone(&state.last_version))
             }
             // A later request without error_detail (e.g. the same names
             // again) does not take the rejection back.
-            _ if state.nacked => state.last_version.to_string(),
-            _ => request.version_info.clone(),
+            _ if state.nacked => Some(Arc::clone(&state.last_version)),
+            // The client has the request's version: nothing to copy.
+            _ => None,
         };
 
         state.watch_id = ctx.next_watch_id();
         let watch = WatchRequest {
             request: shared,
             node: ctx.shared_node(),
-            version_info,
+            rejected_version,
             subscription: Arc::clone(&state.subscription),
         };
         let sink = self.core.queue.sink(state.watch_id);

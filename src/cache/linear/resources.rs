@@ -102,7 +102,7 @@ pub(super) fn sotw_answer(
     full_state: bool,
     watch: &WatchRequest,
 ) -> Option<SotwAnswer> {
-    let version = &watch.version_info;
+    let version = watch.version_info();
     if version.is_empty() || !version.starts_with(prefix) {
         return Some(resources.full_answer(watch));
     }

@@ -63,7 +63,7 @@ impl Cache for LinearCache {
         let watch = WatchRequest {
             node: None,
             request: Arc::new(request.clone()),
-            version_info: request.version_info.clone(),
+            rejected_version: None,
             subscription: Arc::new(Subscription::sotw(&request.resource_names, true)),
         };
         let state = self.inner.state.lock();

@@ -57,7 +57,7 @@ fn sotw(type_url: &str, version: &str, names: &[&str], had: &[(&str, &str)]) -> 
             resource_names: strings(names),
             ..Default::default()
         }),
-        version_info: version.into(),
+        rejected_version: None,
         subscription: Arc::new(sub),
     }
 }
