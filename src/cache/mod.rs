@@ -92,8 +92,9 @@ pub struct CurrentResources {
 /// [`SnapshotCache`] is one; implement it to plug in another.
 pub trait Cache: Send + Sync + 'static {
     /// Opens a watch: the cache answers it through `sink` at most once, now
-    /// or when its data changes. Dropping the returned handle cancels it.
-    /// Must not block.
+    /// or when its data changes, handing the watch itself back in the
+    /// response ([`SotwResponse::watch`]). Dropping the returned handle
+    /// cancels it. Must not block.
     fn create_watch(
         &self,
         request: WatchRequest,

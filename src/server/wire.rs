@@ -169,7 +169,7 @@ fn put_frame_header(buf: &mut BytesMut, len: u32) {
 }
 
 /// A `DiscoveryResponse` as one gRPC message, in one buffer: what
-/// [`write_sotw`] writes, for benchmarks and tests.
+/// `write_sotw` writes, for benchmarks and tests.
 pub fn sotw_message(
     version: &str,
     type_url: &str,
@@ -182,7 +182,7 @@ pub fn sotw_message(
 }
 
 /// A `DeltaDiscoveryResponse` as one gRPC message, in one buffer: what
-/// [`write_delta`] writes, for benchmarks and tests.
+/// `write_delta` writes, for benchmarks and tests.
 pub fn delta_message<'a, I, R>(
     system_version: &str,
     type_url: &str,
