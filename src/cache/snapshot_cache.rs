@@ -654,6 +654,34 @@ mod tests {
         assert_eq!(cache.status_info("n").unwrap().num_watches, 0);
     }
 
+    /// The response carries the watch it answers, so the stream, not the
+    /// cache, lets go of its parts: the cache keeps no reference to them.
+    #[test]
+    fn answers_hand_the_watch_back_whole() {
+        let cache = SnapshotCache::new(false, IdHash);
+        let queue = ResponseQueue::new();
+        let watch = watch_request("n", "", type_url::CLUSTER, "", &[]);
+        let (request, subscription) = (Arc::clone(&watch.request), Arc::clone(&watch.subscription));
+        let _held = open(&cache, &queue, 1, watch);
+        cache.set_snapshot("n", snapshot("v1", &["x"]));
+        let (_, response) = queue.take().pop().unwrap();
+        assert!(Arc::ptr_eq(&response.watch.request, &request));
+        assert!(Arc::ptr_eq(&response.watch.subscription, &subscription));
+        assert_eq!(Arc::strong_count(&request), 2, "ours and the response's");
+        assert_eq!(
+            Arc::strong_count(&subscription),
+            2,
+            "ours and the response's"
+        );
+        // Answered at once, too.
+        let watch = watch_request("n", "", type_url::CLUSTER, "", &[]);
+        let request = Arc::clone(&watch.request);
+        let _answered = open(&cache, &queue, 2, watch);
+        let (_, response) = queue.take().pop().unwrap();
+        assert!(Arc::ptr_eq(&response.watch.request, &request));
+        assert_eq!(&*response.version, "v1");
+    }
+
     #[test]
     fn dropping_the_handle_cancels_the_watch() {
         let cache = SnapshotCache::new(false, IdHash);
