@@ -472,9 +472,11 @@ impl<H: NodeHash> SnapshotCache<H> {
 /// before routes), so a stream receiving several sends them in that order.
 fn deliver_in_ads_order<R>(mut answers: Vec<Ready<R>>) {
     answers.sort_by_key(|ready| ready.order);
-    for ready in answers {
-        ready.sink.send(ready.response);
-    }
+    ResponseSink::send_all(
+        answers
+            .into_iter()
+            .map(|ready| (ready.sink, ready.response)),
+    );
 }
 
 impl<H: NodeHash> Cache for SnapshotCache<H> {

@@ -184,14 +184,6 @@ impl<R> ResponseQueue<R> {
         std::mem::take(&mut pending.answers)
     }
 
-    /// When the cache update behind the oldest pending answer started.
-    pub(crate) fn pending_since(&self) -> PendingSince {
-        #[cfg(feature = "metrics")]
-        return self.pending.lock().since;
-        #[cfg(not(feature = "metrics"))]
-        PendingSince::new()
-    }
-
     /// Waits until an answer is pending.
     pub async fn notified(&self) {
         std::future::poll_fn(|cx| self.poll_pending(cx)).await
@@ -209,15 +201,31 @@ impl<R> ResponseQueue<R> {
         }
     }
 
+    /// Takes every pending answer, oldest first, with when the cache update
+    /// behind the oldest started; with none pending, the task is woken when
+    /// one arrives. One lock for both, as the stream does it every time it
+    /// is polled.
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<(Vec<(u64, R)>, PendingSince)> {
+        self.waker.register(cx.waker());
+        let mut pending = self.pending.lock();
+        if pending.answers.is_empty() {
+            return Poll::Pending;
+        }
+        let since = pending.since;
+        pending.since.clear();
+        Poll::Ready((std::mem::take(&mut pending.answers), since))
+    }
+
     /// Wakes the stream without an answer (to see it must end).
     pub(crate) fn wake(&self) {
         self.waker.wake();
     }
 
-    fn push(&self, watch_id: u64, response: R) {
+    /// Queues answers under one lock and wakes the stream once.
+    fn push_all(&self, answers: impl IntoIterator<Item = (u64, R)>) {
         let mut pending = self.pending.lock();
         pending.since.mark();
-        pending.answers.push((watch_id, response));
+        pending.answers.extend(answers);
         drop(pending);
         self.waker.wake();
     }
@@ -240,7 +248,23 @@ pub struct ResponseSink<R> {
 impl<R> ResponseSink<R> {
     /// Delivers the answer; consumes the sink, as a watch is answered once.
     pub fn send(self, response: R) {
-        self.queue.push(self.watch_id, response);
+        self.queue.push_all([(self.watch_id, response)]);
+    }
+
+    /// Delivers answers in order; a run of answers for the same stream is
+    /// queued under one lock and wakes it once, so the stream finds them
+    /// all together rather than waking for the first.
+    pub fn send_all(answers: impl IntoIterator<Item = (ResponseSink<R>, R)>) {
+        let mut answers = answers.into_iter().peekable();
+        while let Some((sink, response)) = answers.next() {
+            let same_stream = std::iter::from_fn(|| {
+                answers
+                    .next_if(|(next, _)| Arc::ptr_eq(&next.queue, &sink.queue))
+                    .map(|(next, response)| (next.watch_id, response))
+            });
+            sink.queue
+                .push_all(std::iter::once((sink.watch_id, response)).chain(same_stream));
+        }
     }
 
     /// The watch this sink answers.
@@ -367,6 +391,19 @@ mod tests {
         queue.notified().await;
         assert_eq!(queue.take(), vec![(1, "first"), (2, "second")]);
         assert!(queue.take().is_empty());
+    }
+
+    #[test]
+    fn answers_sent_together_reach_each_stream_in_order() {
+        let (a, b) = (ResponseQueue::<&str>::new(), ResponseQueue::<&str>::new());
+        ResponseSink::send_all([
+            (a.sink(1), "a1"),
+            (a.sink(2), "a2"),
+            (b.sink(3), "b3"),
+            (a.sink(4), "a4"),
+        ]);
+        assert_eq!(a.take(), vec![(1, "a1"), (2, "a2"), (4, "a4")]);
+        assert_eq!(b.take(), vec![(3, "b3")]);
     }
 
     #[test]

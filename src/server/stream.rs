@@ -41,16 +41,18 @@ pub(crate) trait Protocol: Send + 'static {
         Arc::clone(&self.core().queue)
     }
 
-    /// Writes the pending answers into `frames`, in order, each encoded
-    /// as one gRPC message, recording them as sent; the requests they
-    /// answered go to `spares`. Returns how many were written. An error (a
-    /// message too large to send) ends the stream with it.
-    fn take_ready(
+    /// Writes `pending` answers (taken from the queue) into `frames`, in
+    /// order, each encoded as one gRPC message, recording them as sent;
+    /// the requests they answered go to `spares`. Returns how many were
+    /// written. An error (a message too large to send) ends the stream
+    /// with it.
+    fn write_answers(
         &mut self,
+        pending: Vec<(u64, Self::Answer)>,
         spares: &mut SparePool<Self::Request>,
         frames: &mut Frames,
     ) -> Result<usize, Status> {
-        self.core_mut().take_ready(spares, frames)
+        self.core_mut().write_answers(pending, spares, frames)
     }
 
     /// What the stream sent, and what its client acked and rejected.
@@ -417,17 +419,17 @@ impl<A: Answer> StreamCore<A> {
         }
     }
 
-    /// Writes the pending answers into `frames` in ADS order (oldest first
-    /// within a type), each recorded as sent, and returns how many. Answers
-    /// are matched to their type by watch id: the stream's own state, not
-    /// the cache's copy of the request; answers to watches since replaced
-    /// are stale and dropped.
-    pub(crate) fn take_ready(
+    /// Writes answers taken from the queue into `frames` in ADS order
+    /// (oldest first within a type), each recorded as sent, and returns how
+    /// many. Answers are matched to their type by watch id: the stream's
+    /// own state, not the cache's copy of the request; answers to watches
+    /// since replaced are stale and dropped.
+    pub(crate) fn write_answers(
         &mut self,
+        mut pending: Vec<(u64, A)>,
         spares: &mut SparePool<A::Request>,
         frames: &mut Frames,
     ) -> Result<usize, Status> {
-        let mut pending = self.queue.take();
         let types = &self.types;
         let rank = |(watch_id, _): &(u64, A)| {
             types

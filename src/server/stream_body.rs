@@ -123,10 +123,11 @@ impl<P: Protocol + Unpin> Run<P> {
                 *end = Some(Status::unavailable("xDS server is shutting down"));
                 continue;
             }
-            if queue.poll_pending(cx).is_ready() {
-                // The push-latency stamp is read before take_ready empties the queue.
-                let since = queue.pending_since();
-                match protocol.protocol.take_ready(requests.spares(), frames) {
+            if let Poll::Ready((pending, since)) = queue.poll_take(cx) {
+                match protocol
+                    .protocol
+                    .write_answers(pending, requests.spares(), frames)
+                {
                     Ok(sent) => metrics::pushed(P::KIND, since, sent),
                     Err(status) => *end = Some(status),
                 }
