@@ -79,7 +79,13 @@ impl Frames {
         match self.ready.len() {
             0 => Bytes::new(),
             1 => self.ready.pop_front().unwrap_or_default(),
-            _ => self.ready.iter().flat_map(|f| f.iter().copied()).collect(),
+            _ => {
+                let mut joined = BytesMut::with_capacity(self.ready.iter().map(Bytes::len).sum());
+                for frame in &self.ready {
+                    joined.extend_from_slice(frame);
+                }
+                joined.freeze()
+            }
         }
     }
 
