@@ -103,7 +103,8 @@ pub struct StreamStatus {
 pub(crate) struct TypeRecord {
     sent_at: Option<SystemTime>,
     acked: Option<(Arc<str>, SystemTime)>,
-    rejected: Option<RejectedVersion>,
+    /// Boxed: rare, and every stream keeps a record per type.
+    rejected: Option<Box<RejectedVersion>>,
 }
 
 impl TypeRecord {
@@ -132,11 +133,11 @@ impl TypeRecord {
 
     /// The client rejected `version` with `error`.
     pub(crate) fn rejected(&mut self, version: &str, error: &str) {
-        self.rejected = Some(RejectedVersion {
+        self.rejected = Some(Box::new(RejectedVersion {
             version: version.to_string(),
             error: error.to_string(),
             at: SystemTime::now(),
-        });
+        }));
     }
 
     /// The type's status: `sent` is the version last sent ("" before any),
@@ -145,7 +146,7 @@ impl TypeRecord {
         TypeStatus {
             sent: self.sent_at.map(|at| (sent.to_string(), at)),
             acked: self.acked.as_ref().map(|(v, at)| (v.to_string(), *at)),
-            rejected: self.rejected.clone(),
+            rejected: self.rejected.as_deref().cloned(),
             held: Held(Arc::downgrade(held)),
         }
     }
