@@ -15,6 +15,8 @@
 //!   it (another copy), for comparison.
 //! - `per_snapshot/eds_wire_first_use`: the first stream to send a new
 //!   snapshot also encodes each resource's element, once for every stream.
+//! - `delta_versions/w1_every_resource`: the delta version (a digest of
+//!   the canonical form) of every W1 resource, taken once per resource.
 //!
 //! ```text
 //! cargo bench --bench build_snapshot
@@ -145,5 +147,40 @@ fn build(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, build);
+/// Delta versions: a digest of each resource's canonical form (map entries
+/// sorted), taken once per encoded resource and shared by every stream.
+fn delta_versions(c: &mut Criterion) {
+    let snapshot = w1::snapshot("v1", 1, CLUSTERS, ENDPOINTS).unwrap();
+    let all: Vec<EncodedResource> = ResourceType::ALL
+        .iter()
+        .flat_map(|&kind| snapshot.of_type(kind).resources().to_vec())
+        .collect();
+    let bytes: usize = all.iter().map(|r| r.bytes().len()).sum();
+    let mut group = c.benchmark_group("delta_versions");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Bytes(bytes as u64));
+    // Fresh resources each time: a version, once taken, is kept.
+    group.bench_function("w1_every_resource", |b| {
+        b.iter_batched(
+            || {
+                all.iter()
+                    .map(|r| EncodedResource::from_bytes(r.type_url(), r.name(), r.bytes().clone()))
+                    .collect::<Vec<_>>()
+            },
+            |fresh| {
+                for r in &fresh {
+                    black_box(r.version());
+                }
+                fresh
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, build, delta_versions);
 criterion_main!(benches);
