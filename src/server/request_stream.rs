@@ -273,15 +273,23 @@ impl<R: NodeRequest> Decoder<R> {
             let delimited = wire_type == WireType::LengthDelimited;
             if tag == R::NAMES_FIELD && delimited {
                 let raw = length_delimited(&mut buf)?;
-                let name = std::str::from_utf8(raw).map_err(|_| {
-                    Status::internal("invalid request: a resource name is not valid UTF-8")
-                })?;
                 match names.get_mut(names_used) {
-                    Some(slot) => {
-                        slot.clear();
-                        slot.push_str(name);
+                    // An ACK repeats the names of the request this spare
+                    // held: bytes equal to a valid name need no checking
+                    // and no copy.
+                    Some(slot) if slot.as_bytes() == raw => {}
+                    slot => {
+                        let name = std::str::from_utf8(raw).map_err(|_| {
+                            Status::internal("invalid request: a resource name is not valid UTF-8")
+                        })?;
+                        match slot {
+                            Some(slot) => {
+                                slot.clear();
+                                slot.push_str(name);
+                            }
+                            None => names.push(name.to_owned()),
+                        }
                     }
-                    None => names.push(name.to_owned()),
                 }
                 names_used += 1;
                 continue;
@@ -657,5 +665,33 @@ mod tests {
         let garbage = vec![0, 0, 0, 0, 3, 0x1a, 0x01, 0xff];
         let status = all(stream(vec![garbage], 1 << 20)).await.pop().unwrap();
         assert!(status.unwrap_err().message().contains("UTF-8"));
+    }
+
+    /// Names equal to the spare's are kept as they are; any other is
+    /// checked, also when it replaces one of the spare's.
+    #[tokio::test]
+    async fn names_decoded_into_a_spare_are_checked_unless_unchanged() {
+        let first = framed(&request("1", None)); // names "a", "b"
+        let mut second = framed(&DiscoveryRequest {
+            resource_names: vec!["a".into(), "x".into()],
+            ..request("2", None)
+        });
+        // "x" becomes a byte that is not UTF-8.
+        let at = second.iter().rposition(|b| *b == b'x').unwrap();
+        second[at] = 0xff;
+        let mut s = stream(vec![first, second], 1 << 20);
+        let got = s.next().await.unwrap().unwrap();
+        s.spares().put(got);
+        let status = s.next().await.unwrap().unwrap_err();
+        assert!(status.message().contains("UTF-8"), "{status:?}");
+
+        let again = [request("1", None), request("2", None)].map(|r| framed(&r));
+        let mut s = stream(again.to_vec(), 1 << 20);
+        let got = s.next().await.unwrap().unwrap();
+        let a_at = got.resource_names[0].as_ptr();
+        s.spares().put(got);
+        let got = s.next().await.unwrap().unwrap();
+        assert_eq!(got.resource_names, ["a", "b"]);
+        assert_eq!(got.resource_names[0].as_ptr(), a_at);
     }
 }
