@@ -10,7 +10,9 @@
 #   scripts/bench-w1.sh -c 10 -n 10000                   # 10,000 clients
 #   scripts/bench-w1.sh --json                           # also a one-line JSON report
 #   scripts/bench-w1.sh --delta                          # incremental xDS clients
+#   scripts/bench-w1.sh -c 10 -n 10000 --runs 3          # three runs, then a summary
 set -euo pipefail
+ARGS=("$@")
 cd "$(dirname "$0")/.."
 
 usage() {
@@ -32,11 +34,13 @@ usage: scripts/bench-w1.sh [options]
       --delta             clients use incremental (delta) ADS
       --json              client also prints a one-line JSON report
       --keep              keep the logs directory
+      --runs K            run K times, print each run's rows, then a summary
+                          over all their updates                [1]
 EOF
 }
 
 C=1000 E=10 N=1000 M="" INTERVAL=2 UPDATES=5 LINGER="" PORT=18000
-CONNECT_RATE="" TIMEOUT="" ADS_FLAG="--ads" JSON="" DELTA="" KEEP=""
+CONNECT_RATE="" TIMEOUT="" ADS_FLAG="--ads" JSON="" DELTA="" KEEP="" RUNS=1
 while [ $# -gt 0 ]; do
   case "$1" in
     -c|--clusters) C="$2"; shift 2 ;;
@@ -53,11 +57,54 @@ while [ $# -gt 0 ]; do
     --json) JSON="--json"; shift ;;
     --delta) DELTA="--delta"; shift ;;
     --keep) KEEP=1; shift ;;
+    --runs) RUNS="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
 done
 M="${M:-$N}"
+
+case "$RUNS" in
+  ''|*[!0-9]*|0) echo "--runs needs a positive count, got '$RUNS'" >&2; exit 2 ;;
+esac
+if [ "$RUNS" -gt 1 ]; then
+  # Each run is this script once more (the last --runs given wins); the
+  # summary covers every update row of every run.
+  REPORTS=$(mktemp "${TMPDIR:-/tmp}/bench-w1-runs.XXXXXX")
+  trap 'rm -f "$REPORTS" "$REPORTS.one"' EXIT
+  for run in $(seq "$RUNS"); do
+    echo "==== run $run of $RUNS"
+    "$0" "${ARGS[@]}" --runs 1 > "$REPORTS.one" 2>&1 || { cat "$REPORTS.one"; rm -f "$REPORTS.one"; exit 1; }
+    grep -E 'cold start|^update +clients|^ +[0-9]+ +[0-9]+ |RSS|NACKs|reached' "$REPORTS.one"
+    cat "$REPORTS.one" >> "$REPORTS"
+    rm -f "$REPORTS.one"
+  done
+  echo "==== summary of $RUNS runs"
+  awk '
+    /^ +[0-9]+ +[0-9]+ / {
+      n++; cpu += $6
+      if (n == 1 || $6 < cpu_lo) cpu_lo = $6; if ($6 > cpu_hi) cpu_hi = $6
+      if (n == 1 || $3 < p50_lo) p50_lo = $3; if ($3 > p50_hi) p50_hi = $3
+      if (n == 1 || $4 < p99_lo) p99_lo = $4; if ($4 > p99_hi) p99_hi = $4
+      if ($5 > max_hi) max_hi = $5
+    }
+    /cold start: all/ {
+      for (i = 1; i < NF; i++) if ($i == "config") v = $(i + 1)
+      c++; if (c == 1 || v < cold_lo) cold_lo = v; if (v > cold_hi) cold_hi = v
+    }
+    /per client [0-9.]+ KiB/ { r++; v = $(NF-1); if (r == 1 || v < rss_lo) rss_lo = v; if (v > rss_hi) rss_hi = v }
+    /^NACKs sent:/ { gsub(/[;:]/, " "); nacks += $3; errors += $6 }
+    /clients reached update/ { reached++ }
+    END {
+      if (n == 0) { print "no update rows"; exit 1 }
+      printf "updates: %d; server CPU-s per update: mean %.3f, %.3f-%.3f\n", n, cpu / n, cpu_lo, cpu_hi
+      printf "latency ms: p50 %.1f-%.1f, p99 %.1f-%.1f, max %.1f\n", p50_lo, p50_hi, p99_lo, p99_hi, max_hi
+      printf "cold start s: %.3f-%.3f; RSS per client KiB: %.1f-%.1f\n", cold_lo, cold_hi, rss_lo, rss_hi
+      printf "NACKs: %d; stream errors: %d; runs where every client reached the last update: %d of %d\n", nacks, errors, reached, c
+    }' "$REPORTS"
+  exit 0
+fi
+
 if [ -z "$TIMEOUT" ]; then
   # Connecting, then K updates, with a generous margin.
   TIMEOUT=$(awk -v m="$M" -v k="$UPDATES" -v i="$INTERVAL" 'BEGIN { printf "%d", 60 + m / 100 + (k + 1) * i * 2 }')
