@@ -22,7 +22,7 @@ pub(crate) struct DeltaAnswer {
 
 impl DeltaAnswer {
     /// The response to `watch`, which it takes back to its stream.
-    pub(crate) fn to(self, watch: DeltaWatchRequest) -> DeltaResponse {
+    pub(crate) fn into_response(self, watch: DeltaWatchRequest) -> DeltaResponse {
         DeltaResponse {
             watch,
             system_version: self.system_version,

@@ -135,7 +135,7 @@ impl OpenedRequest for WatchRequest {
     type Answer = SotwAnswer;
     type Response = SotwResponse;
     fn answered(self, answer: SotwAnswer) -> SotwResponse {
-        answer.to(self)
+        answer.into_response(self)
     }
     fn nodes(&self) -> (Option<&Arc<Node>>, Option<&Node>) {
         (self.node.as_ref(), self.request.node.as_ref())
@@ -152,7 +152,7 @@ impl OpenedRequest for DeltaWatchRequest {
     type Answer = DeltaAnswer;
     type Response = DeltaResponse;
     fn answered(self, answer: DeltaAnswer) -> DeltaResponse {
-        answer.to(self)
+        answer.into_response(self)
     }
     fn nodes(&self) -> (Option<&Arc<Node>>, Option<&Node>) {
         (self.node.as_ref(), self.request.node.as_ref())
@@ -517,7 +517,7 @@ impl<H: NodeHash> Cache for SnapshotCache<H> {
             subscription: Arc::new(Subscription::sotw(&request.resource_names, true)),
         };
         let answer = sotw_answer(&snapshot, &watch, false).ok_or(FetchError::UpToDate)?;
-        Ok(answer.to(watch))
+        Ok(answer.into_response(watch))
     }
 
     /// Reads the node's snapshot directly: going through `fetch` would

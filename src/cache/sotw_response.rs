@@ -19,7 +19,7 @@ pub(crate) struct SotwAnswer {
 
 impl SotwAnswer {
     /// The response to `watch`, which it takes back to its stream.
-    pub(crate) fn to(self, watch: WatchRequest) -> SotwResponse {
+    pub(crate) fn into_response(self, watch: WatchRequest) -> SotwResponse {
         SotwResponse {
             watch,
             version: self.version,

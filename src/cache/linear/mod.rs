@@ -110,14 +110,14 @@ impl State {
                     if let Some(answer) = sotw_answer(resources, &self.prefix, full_state, request)
                     {
                         if let Some(Watch::Sotw(request, sink)) = self.watches.remove(id) {
-                            answers.sotw.push((sink, answer.to(request)));
+                            answers.sotw.push((sink, answer.into_response(request)));
                         }
                     }
                 }
                 Some(Watch::Delta(request, _)) => {
                     if let Some(answer) = delta_answer(resources, request) {
                         if let Some(Watch::Delta(request, sink)) = self.watches.remove(id) {
-                            answers.delta.push((sink, answer.to(request)));
+                            answers.delta.push((sink, answer.into_response(request)));
                         }
                     }
                 }

@@ -30,7 +30,7 @@ impl Cache for LinearCache {
         match answer {
             Some(answer) => {
                 drop(state);
-                sink.send(answer.to(request));
+                sink.send(answer.into_response(request));
                 Ok(WatchHandle::answered())
             }
             None => Ok(self.hold(&mut state, Watch::Sotw(request, sink))),
@@ -47,7 +47,7 @@ impl Cache for LinearCache {
         match delta_answer(&state.resources, &request) {
             Some(answer) => {
                 drop(state);
-                sink.send(answer.to(request));
+                sink.send(answer.into_response(request));
                 Ok(WatchHandle::answered())
             }
             None => Ok(self.hold(&mut state, Watch::Delta(request, sink))),
@@ -71,6 +71,6 @@ impl Cache for LinearCache {
             return Err(FetchError::UpToDate);
         }
         let answer = state.resources.full_answer(&watch);
-        Ok(answer.to(watch))
+        Ok(answer.into_response(watch))
     }
 }
