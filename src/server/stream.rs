@@ -426,34 +426,30 @@ impl<A: Answer> StreamCore<A> {
     /// since replaced are stale and dropped.
     pub(crate) fn write_answers(
         &mut self,
-        mut pending: Vec<(u64, A)>,
+        pending: Vec<(u64, A)>,
         spares: &mut SparePool<A::Request>,
         frames: &mut Frames,
     ) -> Result<usize, Status> {
         let types = &self.types;
-        let rank = |(watch_id, _): &(u64, A)| {
-            types
-                .position_of_watch(*watch_id)
-                .map(|at| types.0[at].key.order())
-        };
+        // Each answer's type, looked up once; stale answers go. Collected
+        // in place: an id and a position take the same room.
+        let mut ready: Vec<(usize, A)> = pending
+            .into_iter()
+            .filter_map(|(watch_id, answer)| Some((types.position_of_watch(watch_id)?, answer)))
+            .collect();
+        let order = |(at, _): &(usize, A)| types.0[*at].key.order();
         // Usually one answer per type, pushed in ADS order already.
-        if !pending.is_sorted_by_key(rank) {
-            pending.sort_by_key(rank);
+        if !ready.is_sorted_by_key(order) {
+            ready.sort_by_key(order);
         }
-        let hint = pending
+        let hint = ready
             .iter()
-            .filter_map(|(watch_id, answer)| {
-                let at = types.position_of_watch(*watch_id)?;
-                Some(answer.size_hint(types.0[at].key.as_str()))
-            })
+            .map(|(at, answer)| answer.size_hint(types.0[*at].key.as_str()))
             .sum();
         frames.reserve(hint);
         let mut sent = 0;
         let mut outcome = Ok(());
-        for (watch_id, answer) in pending {
-            let Some(at) = self.types.position_of_watch(watch_id) else {
-                continue;
-            };
+        for (at, answer) in ready {
             if let Err(status) = self.stamp(at, answer, spares, frames) {
                 outcome = Err(status);
                 break;
