@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the reference workload W1: builds examples/bench_server.rs and
-# examples/load_client.rs in release, starts the server on 127.0.0.1, drives
-# it with M load clients reading the server's CPU and RSS from /proc, and
-# prints the client's report. Stops only the processes it started, by pid,
-# also on failure or Ctrl-C.
+# examples/load_client.rs (profile release-lto, see Cargo.toml), starts the
+# server on 127.0.0.1, drives it with M load clients reading the server's
+# CPU and RSS from /proc, and prints the client's report. Stops only the
+# processes it started, by pid, also on failure or Ctrl-C.
 #
 #   scripts/bench-w1.sh                                  # C=1000 E=10 N=M=1000, 5 updates every 2 s
 #   scripts/bench-w1.sh -c 100 -n 100                    # smoke run
@@ -132,9 +132,9 @@ if [ -r /proc/sys/net/ipv4/ip_local_port_range ]; then
   fi
 fi
 
-echo "building (release)..."
-cargo build --release --locked --quiet --example bench_server --example load_client
-BIN=target/release/examples
+echo "building (profile release-lto)..."
+cargo build --profile release-lto --locked --quiet --example bench_server --example load_client
+BIN=target/release-lto/examples
 
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/bench-w1.XXXXXX")
 SERVER_PID=""

@@ -66,7 +66,7 @@ tokio-util = { path = "$WORK/tokio-util" }
 EOF
 cd "$WORK/tree"
 unset CARGO_TARGET_DIR
-echo "building with the patched h2 and tokio-util (release)..."
+echo "building with the patched h2 and tokio-util (profile release-lto)..."
 # Records the patch in this copy's lock file, so that --locked builds pass.
-cargo build --release --quiet --example bench_server --example load_client
+cargo build --profile release-lto --quiet --example bench_server --example load_client
 scripts/bench-w1.sh "$@"
