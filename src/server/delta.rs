@@ -34,14 +34,13 @@ impl DeltaStream {
 impl Answer for DeltaResponse {
     type Request = DeltaDiscoveryRequest;
     fn size_hint(&self, type_url: &str) -> usize {
-        // Each resource's field header is a few bytes on top of its bytes.
-        let resources: usize = self
-            .resources
-            .iter()
-            .map(|r| r.delta_wire().len() + 4)
-            .sum();
-        let removed: usize = self.removed.iter().map(|name| name.len() + 3).sum();
-        resources + removed + self.system_version.len() + type_url.len() + 48
+        wire::delta_size_hint(
+            &self.system_version,
+            type_url,
+            self.resources.iter(),
+            self.removed.iter(),
+            self.heartbeat,
+        )
     }
     fn encode(&self, type_url: &str, nonce: &str, frames: &mut Frames) -> Result<usize, Status> {
         wire::write_delta(

@@ -41,6 +41,31 @@ pub(crate) fn sotw_size_hint(version: &str, type_url: &str, resources: &EncodedL
     SOTW_HEAD_SLACK + version.len() + type_url.len() + resources.sotw_field().len()
 }
 
+/// About how many bytes [`write_delta`] adds for this version, type URL,
+/// resources and removed names: each field's tag and length take a few
+/// bytes on top of its content. A heartbeat's resources are estimated from
+/// their name and version, not encoded in full only to be measured.
+pub(crate) fn delta_size_hint<'a>(
+    system_version: &str,
+    type_url: &str,
+    resources: impl Iterator<Item = &'a EncodedResource>,
+    removed: impl Iterator<Item = &'a String>,
+    heartbeat: bool,
+) -> usize {
+    let resources: usize = resources
+        .map(|r| {
+            if heartbeat {
+                // Name, version, TTL and their tags.
+                r.name().len() + r.version().len() + 24
+            } else {
+                r.delta_wire().len() + 4
+            }
+        })
+        .sum();
+    let removed: usize = removed.map(|name| name.len() + 3).sum();
+    resources + removed + system_version.len() + type_url.len() + 48
+}
+
 /// Writes a `DiscoveryResponse` as one gRPC message: fields 1 (version), 4
 /// (type URL) and 5 (nonce) in its head, then the resources (field 2),
 /// shared. Returns the message's size, frame header included.
